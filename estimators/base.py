@@ -1,0 +1,164 @@
+"""The estimator contract.
+
+An estimator turns ``(logits, f)`` into a tensor ``out`` of shape ``logits.shape``
+without the event dims (``(*batch,)``) such that
+
+* ``out``'s **value** is a Monte Carlo estimate of ``E_q[f(z)]`` (for relaxed
+  estimators: of the relaxed objective they differentiate), and
+* ``out``'s **gradient** with respect to ``logits`` is the estimator's gradient
+  estimate, while parameters *inside* ``f`` (a decoder, a prior) still receive
+  their pathwise gradients because the value keeps its autograd graph.
+
+The objective ``f`` is a black box from samples to values: it takes ``z`` with any
+number of extra leading sample dims, ``(*S, *batch, D[, K]) -> (*S, *batch)``, and must
+treat batch elements independently. Estimators that do not declare ``relaxed`` only
+ever call ``f`` on hard samples that do not require grad.
+
+Capabilities are class variables, read by the harness (never by ``if id == ...``):
+
+``family``            "bernoulli", "categorical" or "both"
+``unbiased``          the gradient's expectation equals the exact gradient
+``relaxed``           ``f`` is evaluated at continuous points or differentiated in z
+``evals_per_sample``  f evaluations per unit of ``samples`` (None: not sample based)
+``extra_evals``       f evaluations per call independent of ``samples``
+``multi_sample``      ``samples > 1`` is allowed
+``min_samples``       smallest ``samples`` the method is defined for
+
+Noise comes only from the ``generator`` passed to ``forward``; see
+:mod:`estimators.noise` for the one-uniform-draw convention.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from estimators.nodes import FAMILIES, Node, get_node
+
+Objective = Callable[[Tensor], Tensor]
+
+FAMILY_VALUES = ("bernoulli", "categorical", "both")
+
+
+class ObjectiveShapeError(ValueError):
+    """``f`` returned something other than one value per sample and batch element."""
+
+
+class Estimator(torch.nn.Module):
+    """Base class of every gradient estimator; see the module docstring."""
+
+    id: ClassVar[str] = ""
+    family: ClassVar[str] = "both"
+    unbiased: ClassVar[bool] = False
+    relaxed: ClassVar[bool] = False
+    evals_per_sample: ClassVar[int | None] = 1
+    extra_evals: ClassVar[int] = 0
+    multi_sample: ClassVar[bool] = True
+    min_samples: ClassVar[int] = 1
+    paper: ClassVar[str] = ""
+
+    def __init__(self, node: str = "bernoulli", samples: int | None = None) -> None:
+        super().__init__()
+        if not self.supports(node):
+            raise ValueError(f"estimator {self.id!r} (family {self.family!r}) does not support {node!r} nodes")
+        self.node: Node = get_node(node)
+        if samples is None:
+            samples = self.min_samples
+        if isinstance(samples, bool) or not isinstance(samples, int):
+            raise TypeError(f"samples must be an int, got {samples!r}")
+        if samples < self.min_samples:
+            raise ValueError(f"estimator {self.id!r} needs samples >= {self.min_samples}, got {samples}")
+        if samples > 1 and not self.multi_sample:
+            raise ValueError(f"estimator {self.id!r} takes no samples > 1, got {samples}")
+        self.samples = samples
+
+    @classmethod
+    def supports(cls, node: str) -> bool:
+        """Whether this estimator is defined for ``node`` ("bernoulli"/"categorical")."""
+        if node not in FAMILIES:
+            raise ValueError(f"unknown node family {node!r}; expected one of {FAMILIES}")
+        return cls.family in (node, "both")
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        """The declared capabilities as a JSON-ready dict."""
+        return {
+            "id": cls.id,
+            "family": cls.family,
+            "unbiased": cls.unbiased,
+            "relaxed": cls.relaxed,
+            "evals_per_sample": cls.evals_per_sample,
+            "extra_evals": cls.extra_evals,
+            "multi_sample": cls.multi_sample,
+            "min_samples": cls.min_samples,
+            "hyperparameters": cls.default_hyperparameters(),
+            "paper": cls.paper,
+        }
+
+    @classmethod
+    def default_hyperparameters(cls) -> dict[str, Any]:
+        """Constructor arguments other than ``node``, with their defaults.
+
+        Hyperparameters are keyword arguments of ``__init__`` with documented defaults;
+        ``samples=None`` means the method's smallest sample count.
+        """
+        params = inspect.signature(cls.__init__).parameters
+        defaults = {
+            name: (None if p.default is inspect.Parameter.empty else p.default)
+            for name, p in params.items()
+            if name not in ("self", "node") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        if defaults.get("samples", 0) is None:
+            defaults["samples"] = cls.min_samples
+        return defaults
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """This instance's hyperparameter values (for provenance)."""
+        return {name: getattr(self, name) for name in self.default_hyperparameters()}
+
+    def evals_per_estimate(self, event_shape: torch.Size) -> int:
+        """f evaluations one call makes for a node with this event shape."""
+        assert self.evals_per_sample is not None
+        return self.samples * self.evals_per_sample + self.extra_evals
+
+    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    # Helpers shared by the estimators -------------------------------------------------
+
+    def evaluate(self, f: Objective, z: Tensor, logits: Tensor, leading: int = 1) -> Tensor:
+        """``f(z)``, checked to return one value per sample and batch element."""
+        out = f(z)
+        expected = z.shape[: leading + logits.dim() - self.node.event_dims]
+        if not isinstance(out, Tensor) or out.shape != expected:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ObjectiveShapeError(
+                f"f returned {got} for z of shape {tuple(z.shape)}; expected {tuple(expected)} "
+                "(one value per sample and batch element)"
+            )
+        return out
+
+    def attach(self, value: Tensor, logits: Tensor, grad: Tensor) -> Tensor:
+        """``value`` with ``grad`` as its gradient with respect to ``logits``.
+
+        Returns ``value + (s - s.detach())`` with ``s = sum_event(grad.detach() * logits)``:
+        numerically equal to ``value``, with ``d out / d logits = grad`` added to whatever
+        gradient ``value`` already carries.
+        """
+        s = self.node.sum_event(grad.detach() * logits)
+        return value + (s - s.detach())
+
+
+def score_function(node: Node, logits: Tensor, z: Tensor, signal: Tensor) -> Tensor:
+    """Sample mean of ``signal * d log q(z) / d logits``.
+
+    ``signal`` is ``(S, *batch)`` (one learning signal per sample) or already
+    broadcastable to ``z`` (one per coordinate); it is treated as a constant.
+    """
+    if signal.dim() < z.dim():
+        signal = node.per_sample(signal)
+    return (signal.detach() * node.score(z, logits.detach())).mean(0)

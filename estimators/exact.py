@@ -1,0 +1,51 @@
+"""Exact expectation by enumerating every state of the node (the reference).
+
+    E_q[f(z)] = sum_z q(z) f(z),    d/dlogits E_q[f] = sum_z f(z) d q(z)/dlogits
+
+computed by autograd through ``q(z) = exp(log q(z))``. Bernoulli nodes have ``2^D``
+states, categorical nodes ``K^D``; above ``max_states`` (default ``2**16 = 65536``)
+the estimator refuses with a ValueError rather than exhaust memory. ``f`` is called
+once on all states, shape ``(N, *batch, D[, K])``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from estimators.base import Estimator, Objective
+
+DEFAULT_MAX_STATES = 2**16
+
+
+class Exact(Estimator):
+    id = "exact"
+    family = "both"
+    unbiased = True
+    relaxed = False
+    evals_per_sample = None
+    multi_sample = False
+    paper = "Enumeration over all states (reference, not an estimator)"
+
+    def __init__(self, node: str = "bernoulli", *, max_states: int = DEFAULT_MAX_STATES) -> None:
+        super().__init__(node)
+        self.max_states = max_states
+
+    def evals_per_estimate(self, event_shape: torch.Size) -> int:
+        return self.node.num_states(event_shape)
+
+    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator | None = None) -> Tensor:
+        self.node.check_logits(logits)
+        event_shape = logits.shape[logits.dim() - self.node.event_dims :]
+        n = self.node.num_states(event_shape)
+        if n > self.max_states:
+            raise ValueError(
+                f"exact: a {self.node.name} node of event shape {tuple(event_shape)} has {n} states, "
+                f"above max_states={self.max_states}; use a sampling estimator or raise max_states"
+            )
+        states = self.node.states(event_shape, logits)
+        batch = logits.shape[: logits.dim() - self.node.event_dims]
+        view = (n,) + (1,) * len(batch) + tuple(event_shape)
+        z = states.reshape(view).expand(n, *logits.shape)
+        weights = self.node.log_prob(z, logits).exp()
+        return (weights * self.evaluate(f, z, logits)).sum(0)

@@ -1,0 +1,43 @@
+"""Gumbel-Softmax / Concrete relaxation (biased).
+
+Categorical: ``y = softmax((logits + G) / tau)``, ``G = -log(-log u)`` Gumbel noise.
+Bernoulli (binary Concrete): ``y = sigmoid((logits + L) / tau)``, ``L = log u - log(1-u)``.
+
+    g = 1/S sum_s d f(y_s) / d logits       (reparameterised gradient of the relaxation)
+
+The value is ``f`` at the relaxed point, an estimate of the *relaxed* objective, so f
+must accept points in the hull. As ``tau -> 0`` the samples approach one-hot samples
+from q (and the gradient variance grows); default ``temperature = 0.5``.
+
+Jang, E., Gu, S. & Poole, B. (2017). Categorical reparameterization with
+Gumbel-Softmax. ICLR.  Maddison, C. J., Mnih, A. & Teh, Y. W. (2017). The Concrete
+distribution: a continuous relaxation of discrete random variables. ICLR.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from estimators import noise
+from estimators.base import Estimator, Objective
+
+
+class GumbelSoftmax(Estimator):
+    id = "gumbel-softmax"
+    family = "both"
+    unbiased = False
+    relaxed = True
+    evals_per_sample = 1
+    paper = "Jang, Gu & Poole (2017), ICLR; Maddison, Mnih & Teh (2017), ICLR"
+
+    def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 0.5) -> None:
+        super().__init__(node, samples)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        u = noise.uniform((self.samples, *logits.shape), generator, logits)
+        y = self.node.relaxed(logits, u, self.temperature)
+        return self.evaluate(f, y, logits).mean(0)

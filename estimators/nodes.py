@@ -1,0 +1,181 @@
+"""The two kinds of discrete stochastic node, and everything that depends on which.
+
+A node is described by its logits:
+
+* Bernoulli: logits ``(*batch, D)``, samples in {0, 1} with ``p = sigmoid(logits)``;
+* categorical: logits ``(*batch, D, K)``, one-hot samples with ``p = softmax(logits)``.
+
+Estimators call the methods here instead of branching on the family, so one
+estimator file serves both families wherever its method is defined for both.
+For both families the score with respect to the logits has the same form,
+``d log q(z) / d logits = z - p``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from estimators import noise
+
+FAMILIES = ("bernoulli", "categorical")
+
+
+class Node:
+    """What estimators need to know about one family of discrete node."""
+
+    name: str
+    event_dims: int
+
+    def per_sample(self, signal: Tensor) -> Tensor:
+        """Reshape a ``(*S, *batch)`` learning signal to broadcast over the event dims."""
+        return signal.reshape(signal.shape + (1,) * self.event_dims)
+
+    def sum_event(self, x: Tensor) -> Tensor:
+        return x.sum(dim=tuple(range(-self.event_dims, 0)))
+
+    def sample(self, logits: Tensor, samples: int, generator: torch.Generator) -> Tensor:
+        """``samples`` hard draws, shape ``(samples, *logits.shape)``, from one uniform draw."""
+        u = noise.uniform((samples, *logits.shape), generator, logits)
+        return self.hard(logits, u)
+
+    def score(self, z: Tensor, logits: Tensor) -> Tensor:
+        """``d log q(z) / d logits = z - p`` for both families."""
+        return z - self.probs(logits)
+
+    def states(self, event_shape: torch.Size, like: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def num_states(self, event_shape: torch.Size) -> int:
+        raise NotImplementedError
+
+    def probs(self, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def hard(self, logits: Tensor, u: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def harden(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def check_logits(self, logits: Tensor) -> None:
+        if not isinstance(logits, Tensor):
+            raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be floating point, got {logits.dtype}")
+        if logits.dim() < self.event_dims:
+            raise ValueError(
+                f"{self.name} logits need at least {self.event_dims} dimension(s), "
+                f"got shape {tuple(logits.shape)}"
+            )
+
+
+class BernoulliNode(Node):
+    """Independent Bernoulli units; logits ``(*batch, D)``."""
+
+    name = "bernoulli"
+    event_dims = 1
+
+    def probs(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
+
+    def hard(self, logits: Tensor, u: Tensor) -> Tensor:
+        """``b = 1[u < sigmoid(logits)]``."""
+        return (u < torch.sigmoid(logits)).to(logits.dtype)
+
+    def log_prob(self, z: Tensor, logits: Tensor) -> Tensor:
+        return self.sum_event(z * logits - F.softplus(logits))
+
+    def harden(self, y: Tensor) -> Tensor:
+        """The hard sample sharing a relaxed sample's noise: ``1[y > 1/2]``."""
+        return (y > 0.5).to(y.dtype)
+
+    def mean_vjp(self, logits: Tensor, v: Tensor) -> Tensor:
+        """``v^T d p / d logits`` with ``p = sigmoid(logits)``: ``v * p * (1 - p)``."""
+        p = torch.sigmoid(logits)
+        return v * p * (1 - p)
+
+    def relaxed(self, logits: Tensor, u: Tensor, temperature: float) -> Tensor:
+        """Binary Concrete sample ``sigmoid((logits + L) / temperature)``, L logistic."""
+        return torch.sigmoid((logits + noise.logistic(u)) / temperature)
+
+    def num_states(self, event_shape: torch.Size) -> int:
+        return 2 ** int(event_shape[-1])
+
+    def states(self, event_shape: torch.Size, like: Tensor) -> Tensor:
+        """All ``2^D`` binary vectors, shape ``(2^D, D)``."""
+        d = int(event_shape[-1])
+        codes = torch.arange(2**d, device=like.device)
+        bits = (codes.unsqueeze(-1) >> torch.arange(d, device=like.device)) & 1
+        return bits.to(like.dtype)
+
+
+class CategoricalNode(Node):
+    """Independent categorical variables, one-hot; logits ``(*batch, D, K)``."""
+
+    name = "categorical"
+    event_dims = 2
+
+    def probs(self, logits: Tensor) -> Tensor:
+        return torch.softmax(logits, dim=-1)
+
+    def hard(self, logits: Tensor, u: Tensor) -> Tensor:
+        """Gumbel-max: ``one_hot(argmax(logits + G))`` with ``G = -log(-log u)``."""
+        index = torch.argmax(logits + noise.gumbel(u), dim=-1)
+        return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+
+    def log_prob(self, z: Tensor, logits: Tensor) -> Tensor:
+        return self.sum_event(z * torch.log_softmax(logits, dim=-1))
+
+    def harden(self, y: Tensor) -> Tensor:
+        """The hard sample sharing a relaxed sample's noise: ``one_hot(argmax y)``."""
+        return F.one_hot(torch.argmax(y, dim=-1), y.shape[-1]).to(y.dtype)
+
+    def mean_vjp(self, logits: Tensor, v: Tensor) -> Tensor:
+        """``v^T d p / d logits`` with ``p = softmax(logits)``: ``p * (v - <p, v>)``."""
+        p = torch.softmax(logits, dim=-1)
+        return p * (v - (p * v).sum(-1, keepdim=True))
+
+    def relaxed(self, logits: Tensor, u: Tensor, temperature: float) -> Tensor:
+        """Gumbel-Softmax sample ``softmax((logits + G) / temperature)``."""
+        return torch.softmax((logits + noise.gumbel(u)) / temperature, dim=-1)
+
+    def num_states(self, event_shape: torch.Size) -> int:
+        d, k = int(event_shape[-2]), int(event_shape[-1])
+        return k**d
+
+    def states(self, event_shape: torch.Size, like: Tensor) -> Tensor:
+        """All ``K^D`` one-hot configurations, shape ``(K^D, D, K)``."""
+        d, k = int(event_shape[-2]), int(event_shape[-1])
+        index = torch.tensor(
+            list(itertools.product(range(k), repeat=d)), device=like.device, dtype=torch.long
+        ).reshape(k**d, d)
+        return F.one_hot(index, k).to(like.dtype)
+
+    def check_logits(self, logits: Tensor) -> None:
+        super().check_logits(logits)
+        if logits.shape[-1] < 2:
+            raise ValueError(f"categorical logits need K >= 2 categories, got shape {tuple(logits.shape)}")
+
+
+BERNOULLI = BernoulliNode()
+CATEGORICAL = CategoricalNode()
+_NODES: dict[str, Node] = {"bernoulli": BERNOULLI, "categorical": CATEGORICAL}
+
+
+def get_node(name: str) -> Node:
+    """The node family called ``name`` ("bernoulli" or "categorical")."""
+    try:
+        return _NODES[name]
+    except KeyError:
+        raise ValueError(f"unknown node family {name!r}; expected one of {FAMILIES}") from None
+
+
+def log2_states(node: Node, event_shape: torch.Size) -> float:
+    """log2 of the number of joint states, computed without overflow."""
+    if node.event_dims == 1:
+        return float(event_shape[-1])
+    return float(event_shape[-2]) * math.log2(int(event_shape[-1]))

@@ -1,0 +1,46 @@
+"""The registry of built-in estimators: one line per estimator, id -> class.
+
+Imports are explicit so that a broken estimator fails loudly at import time.
+"""
+
+from __future__ import annotations
+
+from estimators.arm import ARM
+from estimators.base import Estimator
+from estimators.darn import DARN
+from estimators.disarm import DisARM
+from estimators.exact import Exact
+from estimators.gumbel_softmax import GumbelSoftmax
+from estimators.muprop import MuProp
+from estimators.reinforce import Reinforce
+from estimators.reinforce_ema import ReinforceEMA
+from estimators.reinforce_optimal import ReinforceOptimal
+from estimators.rloo import RLOO
+from estimators.st_gumbel_softmax import STGumbelSoftmax
+from estimators.straight_through import StraightThrough
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.id: cls
+    for cls in (
+        Exact,
+        Reinforce,
+        ReinforceEMA,
+        ReinforceOptimal,
+        RLOO,
+        MuProp,
+        DARN,
+        StraightThrough,
+        GumbelSoftmax,
+        STGumbelSoftmax,
+        ARM,
+        DisARM,
+    )
+}
+
+
+def get(estimator_id: str) -> type[Estimator]:
+    """The estimator class registered as ``estimator_id``."""
+    try:
+        return ESTIMATORS[estimator_id]
+    except KeyError:
+        raise KeyError(f"unknown estimator {estimator_id!r}; known: {', '.join(ESTIMATORS)}") from None

@@ -1,0 +1,39 @@
+"""REINFORCE leave-one-out (RLOO): S samples, each baselined by the mean of the others.
+
+    g = 1/S sum_s (f(z_s) - 1/(S-1) sum_{r != s} f(z_r)) d log q(z_s) / d logits
+      = 1/(S-1) sum_s (f(z_s) - fbar) d log q(z_s) / d logits
+
+Unbiased since the baseline of sample s does not depend on z_s. Needs S >= 2
+(default 2).
+
+Kool, W., van Hoof, H. & Welling, M. (2019). Buy 4 REINFORCE samples, get a
+baseline for free! ICLR Workshop on Deep RL Meets Structured Prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from estimators.base import Estimator, Objective, score_function
+
+
+class RLOO(Estimator):
+    id = "rloo"
+    family = "both"
+    unbiased = True
+    relaxed = False
+    evals_per_sample = 1
+    min_samples = 2
+    paper = "Kool, van Hoof & Welling (2019), ICLR DeepRLStructPred workshop"
+
+    def __init__(self, node: str = "bernoulli", *, samples: int = 2) -> None:
+        super().__init__(node, samples)
+
+    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        z = self.node.sample(logits.detach(), self.samples, generator)
+        fz = self.evaluate(f, z, logits)
+        signal = fz.detach()
+        baseline = (signal.sum(0, keepdim=True) - signal) / (self.samples - 1)
+        grad = score_function(self.node, logits, z, signal - baseline)
+        return self.attach(fz.mean(0), logits, grad)

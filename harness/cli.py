@@ -1,0 +1,225 @@
+"""The ``dgbench`` command line.
+
+    dgbench list estimators [--json]
+    dgbench list problems [--json]
+    dgbench gradcheck --problem ID --estimator ID|FILE.py|module:attr [--replicas R] [--seed S]
+                      [--option key=value ...] [--hparam key=value ...] [--json]
+
+Errors in the user's input print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from estimators.plugin import PluginError, resolve_estimator
+from estimators.registry import ESTIMATORS
+from harness.devices import DeviceUnavailable, resolve_device
+from harness.enumeration import exact_objective_and_gradient
+from harness.gradstats import flatten, gradient_statistics
+from harness.options import OptionError, coerce, parse_assignments
+from harness.seeding import derive_seed, make_generator
+from problems.registry import PROBLEMS, get as get_problem
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class UsageError(Exception):
+    """Bad user input: reported on one line, exit status 2."""
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null, so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "estimators":
+        rows = [cls.capabilities() for cls in ESTIMATORS.values()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'id':<20}{'family':<13}{'unbiased':<10}{'relaxed':<9}{'evals/sample':<14}paper")
+        for r in rows:
+            evals = "-" if r["evals_per_sample"] is None else str(r["evals_per_sample"])
+            if r["extra_evals"]:
+                evals += f"+{r['extra_evals']}"
+            print(f"{r['id']:<20}{r['family']:<13}{str(r['unbiased']):<10}{str(r['relaxed']):<9}{evals:<14}{r['paper']}")
+    else:
+        rows = [cls.describe() for cls in PROBLEMS.values()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'id':<20}{'family':<13}description")
+        for r in rows:
+            print(f"{r['id']:<20}{r['family']:<13}{r['description']}")
+    return 0
+
+
+def gradcheck(
+    problem_id: str,
+    estimator_spec: str,
+    *,
+    replicas: int = 10000,
+    seed: int = 0,
+    options: dict[str, str] | None = None,
+    hparams: dict[str, str] | None = None,
+    device: str = "cpu",
+    dtype: str = "float64",
+) -> dict[str, Any]:
+    """Gradient statistics of one estimator on one problem at its initial parameters."""
+    if replicas < 2:
+        raise UsageError(f"--replicas must be >= 2, got {replicas}")
+    try:
+        problem_cls = get_problem(problem_id)
+    except KeyError as err:
+        raise UsageError(err.args[0]) from None
+    try:
+        estimator_cls = resolve_estimator(estimator_spec)
+    except PluginError as err:
+        raise UsageError(str(err)) from None
+    if not estimator_cls.supports(problem_cls.family):
+        raise UsageError(
+            f"estimator {estimator_cls.id!r} (family {estimator_cls.family}) does not support "
+            f"the {problem_cls.family} problem {problem_id!r}"
+        )
+    try:
+        problem_options = coerce(options or {}, problem_cls.default_options(), f"option for {problem_id}")
+        estimator_hparams = coerce(hparams or {}, estimator_cls.default_hyperparameters(), f"hyperparameter of {estimator_cls.id}")
+        torch_device = resolve_device(device)
+    except (OptionError, DeviceUnavailable) as err:
+        raise UsageError(str(err)) from None
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+    try:
+        problem = problem_cls(**problem_options, dtype=DTYPES[dtype], device=torch_device)
+        estimator = estimator_cls(problem_cls.family, **estimator_hparams).to(torch_device)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+
+    closed_form = problem.exact_gradient()
+    if closed_form is not None:
+        exact, source = flatten(closed_form), "closed-form"
+    else:
+        try:
+            _, grads = exact_objective_and_gradient(problem)
+        except ValueError as err:
+            raise UsageError(f"{problem_id} has no closed-form gradient and {err}") from None
+        exact, source = flatten(grads), "enumeration"
+
+    noise_seed = derive_seed("gradcheck", problem_id, problem.options(), seed)
+    generator = make_generator(noise_seed, torch_device)
+    stats, seconds = gradient_statistics(problem, estimator, exact, replicas, generator, torch_device)
+    event_shape = problem.logits().shape[-estimator.node.event_dims :]
+    return {
+        "problem": problem_id,
+        "estimator": estimator_cls.id,
+        "replicas": replicas,
+        "seed": seed,
+        "options": problem.options(),
+        "hyperparameters": estimator.hyperparameters(),
+        "device": str(torch_device),
+        "dtype": dtype,
+        "exact_source": source,
+        **stats.as_dict(),
+        "evals_per_estimate": estimator.evals_per_estimate(event_shape),
+        "seconds_per_estimate": seconds,
+    }
+
+
+def _print_gradcheck(result: dict[str, Any]) -> None:
+    print(f"{result['estimator']} on {result['problem']} {result['options']}: "
+          f"{result['replicas']} replicas, seed {result['seed']}, {result['device']} {result['dtype']}")
+    def vec(xs: list[float]) -> str:
+        return "[" + ", ".join(f"{x:+.6g}" for x in xs[:8]) + (", ..." if len(xs) > 8 else "") + "]"
+    rows = [
+        (f"exact gradient ({result['exact_source']})", vec(result["exact_gradient"])),
+        ("mean estimate", vec(result["mean_gradient"])),
+        ("standard error", vec(result["standard_error"])),
+        ("bias norm", f"{result['bias_norm']:.6g}  (max |bias|/se = {result['bias_z_max']:.3g})"),
+        ("variance (mean per coord)", f"{result['variance_mean']:.6g}"),
+        ("variance (total)", f"{result['variance_total']:.6g}"),
+        ("MSE", f"{result['mse']:.6g}"),
+        ("cosine(mean, exact)", f"{result['cosine']:.6g}"),
+        ("mean cosine(single, exact)", f"{result['cosine_single_mean']:.6g}"),
+        ("SNR (mean per coord)", f"{result['snr_mean']:.6g}"),
+        ("f evaluations / estimate", f"{result['evals_per_estimate']}"),
+        ("seconds / estimate", f"{result['seconds_per_estimate']:.3g}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    try:
+        options = parse_assignments(args.option, "--option")
+        hparams = parse_assignments(args.hparam, "--hparam")
+    except OptionError as err:
+        raise UsageError(str(err)) from None
+    if args.samples is not None:
+        hparams["samples"] = str(args.samples)
+    result = gradcheck(
+        args.problem, args.estimator, replicas=args.replicas, seed=args.seed, options=options,
+        hparams=hparams, device=args.device, dtype=args.dtype,
+    )
+    if args.json:
+        print(json.dumps(_json_safe(result), indent=2))
+    else:
+        _print_gradcheck(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgbench", description="Benchmark gradient estimators for discrete random variables.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list registered estimators or problems")
+    p_list.add_argument("what", choices=["estimators", "problems"])
+    p_list.add_argument("--json", action="store_true", help="print a JSON array")
+    p_list.set_defaults(func=cmd_list)
+
+    p_gc = sub.add_parser("gradcheck", help="bias and variance of an estimator against the exact gradient")
+    p_gc.add_argument("--problem", required=True, help="problem id (see `dgbench list problems`)")
+    p_gc.add_argument("--estimator", required=True, help="estimator id, FILE.py[:Class] or module:attr")
+    p_gc.add_argument("--replicas", type=int, default=10000, help="independent estimates R (default 10000)")
+    p_gc.add_argument("--seed", type=int, default=0, help="seed index (default 0)")
+    p_gc.add_argument("--option", action="append", metavar="KEY=VALUE", help="problem option, repeatable")
+    p_gc.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="estimator hyperparameter, repeatable")
+    p_gc.add_argument("--samples", type=int, help="shorthand for --hparam samples=N")
+    p_gc.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p_gc.add_argument("--dtype", default="float64", choices=list(DTYPES))
+    p_gc.add_argument("--json", action="store_true", help="print one JSON object")
+    p_gc.set_defaults(func=cmd_gradcheck)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"dgbench: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `dgbench list estimators | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Device selection and synchronised wall-clock timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"auto"`` (CUDA when available) as a device.
+
+    Asking for CUDA where there is none raises :class:`DeviceUnavailable`; dgbench never
+    silently falls back to the CPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise DeviceUnavailable(f"unknown device {name!r}: {err}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type != "cpu":
+        raise DeviceUnavailable(f"device type {device.type!r} is not supported (use cpu or cuda)")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels on ``device`` (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Elapsed wall-clock seconds of the timed blocks, synchronising the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    @contextmanager
+    def time(self) -> Iterator[None]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds += time.perf_counter() - start

@@ -1,0 +1,147 @@
+"""Gradient statistics at fixed parameters: R independent estimates, vectorised.
+
+The R replicas are a leading batch dimension of the logits: the estimator is called once
+on logits of shape ``(R, *logits.shape)``, one backward pass gives every replica's
+gradient with respect to its own copy of the logits, and one batched vector-Jacobian
+product (``is_grads_batched=True``) maps those to the parameters that produce the logits.
+There is no Python loop over replicas (only over memory-bounded chunks of them).
+
+The gradient measured is the estimator's gradient through the logits with respect to
+``problem.logit_parameters()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from estimators.base import Estimator
+from harness.devices import Stopwatch
+from problems.base import Problem
+
+# Elements of replicated logits processed at once; bounds memory, not results.
+CHUNK_ELEMENTS = 2**21
+ROUNDOFF_ULPS = 1024
+
+
+def flatten(grads: dict[str, Tensor] | list[Tensor], batched: bool = False) -> Tensor:
+    """Concatenate gradients into one vector (or ``(R, P)`` matrix when ``batched``)."""
+    tensors = list(grads.values()) if isinstance(grads, dict) else list(grads)
+    if batched:
+        return torch.cat([g.reshape(g.shape[0], -1) for g in tensors], dim=1)
+    return torch.cat([g.reshape(-1) for g in tensors])
+
+
+def replicated_gradients(
+    problem: Problem,
+    estimator: Estimator,
+    replicas: int,
+    generator: torch.Generator,
+    chunk: int | None = None,
+) -> Tensor:
+    """``(replicas, P)`` independent gradient estimates w.r.t. ``problem.logit_parameters()``."""
+    if replicas < 2:
+        raise ValueError(f"replicas must be >= 2 to estimate a variance, got {replicas}")
+    params = list(problem.logit_parameters().values())
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        with torch.enable_grad():
+            logits = problem.logits()
+            if chunk is None:
+                chunk = max(1, min(replicas, CHUNK_ELEMENTS // max(1, logits.numel())))
+            rows = []
+            for start in range(0, replicas, chunk):
+                n = min(chunk, replicas - start)
+                leaf = logits.detach().unsqueeze(0).expand(n, *logits.shape).clone().requires_grad_(True)
+                out = estimator(leaf, problem.f, generator=generator)
+                (per_replica,) = torch.autograd.grad(out.sum(), leaf)
+                grads = torch.autograd.grad(
+                    logits, params, grad_outputs=per_replica, is_grads_batched=True,
+                    retain_graph=True, allow_unused=True,
+                )
+                grads = [torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+                         for g, p in zip(grads, params)]
+                rows.append(flatten(grads, batched=True))
+    finally:
+        estimator.train(was_training)
+    return torch.cat(rows)
+
+
+@dataclass
+class GradientStatistics:
+    """Summary of R gradient estimates against a reference gradient (per coordinate lists)."""
+
+    replicas: int
+    exact_gradient: list[float]
+    mean_gradient: list[float]
+    standard_error: list[float]
+    bias: list[float]
+    bias_norm: float
+    bias_z_max: float
+    variance_mean: float
+    variance_total: float
+    mse: float
+    cosine: float
+    cosine_single_mean: float
+    snr_mean: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cosine(a: Tensor, b: Tensor) -> float:
+    denominator = float(a.norm() * b.norm())
+    return float(a @ b) / denominator if denominator > 0 else math.nan
+
+
+def summarise(estimates: Tensor, exact: Tensor) -> GradientStatistics:
+    """Bias, variance, MSE, cosine and SNR of ``estimates`` ``(R, P)`` against ``exact`` ``(P,)``."""
+    estimates = estimates.detach().to(torch.float64)
+    exact = exact.detach().to(torch.float64).reshape(-1)
+    r = estimates.shape[0]
+    mean = estimates.mean(0)
+    variance = estimates.var(0, unbiased=True)
+    se = (variance / r).sqrt()
+    bias = mean - exact
+    # Float round-off alone makes |bias| ~ eps * |g|; an estimator with (near) zero
+    # variance would otherwise get an enormous z-score for a bias of 1e-17.
+    roundoff = ROUNDOFF_ULPS * torch.finfo(torch.float64).eps * torch.maximum(exact.abs(), mean.abs())
+    z = bias.abs() / torch.maximum(se, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
+    std = variance.sqrt()
+    snr = torch.where(std > 0, mean.abs() / std, torch.full_like(std, math.inf))
+    norms = estimates.norm(dim=1) * exact.norm()
+    single = torch.where(norms > 0, (estimates @ exact) / norms, torch.full_like(norms, math.nan))
+    return GradientStatistics(
+        replicas=r,
+        exact_gradient=exact.tolist(),
+        mean_gradient=mean.tolist(),
+        standard_error=se.tolist(),
+        bias=bias.tolist(),
+        bias_norm=float(bias.norm()),
+        bias_z_max=float(z.max()),
+        variance_mean=float(variance.mean()),
+        variance_total=float(variance.sum()),
+        mse=float(((estimates - exact) ** 2).sum(1).mean()),
+        cosine=_cosine(mean, exact),
+        cosine_single_mean=float(single.nanmean()) if not torch.isnan(single).all() else math.nan,
+        snr_mean=float(snr.mean()),
+    )
+
+
+def gradient_statistics(
+    problem: Problem,
+    estimator: Estimator,
+    exact: Tensor,
+    replicas: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[GradientStatistics, float]:
+    """Statistics of ``replicas`` estimates and the wall-clock seconds per estimate."""
+    watch = Stopwatch(device)
+    with watch.time():
+        estimates = replicated_gradients(problem, estimator, replicas, generator)
+    return summarise(estimates, exact), watch.seconds / replicas
