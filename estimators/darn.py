@@ -7,8 +7,10 @@ derivative taken at the sample (one backward pass through the sampled network):
     g_i = 1/S sum_s f'_i(b_s) (b_{s,i} - 1/2) (b_{s,i} - p_i)
 
 and, unlike MuProp, adds no correction for the Taylor remainder, so it is **biased**
-for non-linear ``f``. For linear ``f = w^T b`` it is exact in expectation:
-``E[w_i (b_i - 1/2)(b_i - p_i)] = w_i p_i (1 - p_i)``.
+in general. Because the expansion point 1/2 is the midpoint of {0, 1}, the Taylor term
+reproduces ``f(b_i = 1) - f(b_i = 0)`` exactly whenever ``f`` is at most quadratic in
+each unit, so DARN is unbiased for such ``f`` (linear ones, and the quadratic
+``bernoulli-toy``); its bias shows on objectives with higher-order terms.
 
 Gregor, K., Danihelka, I., Mnih, A., Blundell, C. & Wierstra, D. (2014). Deep
 AutoRegressive Networks. ICML. (As characterised in Gu et al. (2016), MuProp, ICLR.)

@@ -1,0 +1,109 @@
+"""The dgbench command line: list, gradcheck, and clear errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from estimators import ESTIMATORS
+from harness.cli import main
+from problems import PROBLEMS
+from tests.test_plugin_loader import VALID
+
+GRADCHECK_KEYS = {
+    "problem", "estimator", "replicas", "seed", "exact_gradient", "mean_gradient", "standard_error",
+    "bias_norm", "variance_mean", "variance_total", "mse", "cosine", "evals_per_estimate", "seconds_per_estimate",
+}
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_estimators_text_and_json(capsys):
+    code, out, _ = run(capsys, "list", "estimators")
+    assert code == 0 and all(eid in out for eid in ESTIMATORS)
+    code, out, _ = run(capsys, "list", "estimators", "--json")
+    rows = json.loads(out)
+    assert [r["id"] for r in rows] == list(ESTIMATORS)
+    for r in rows:
+        assert {"id", "family", "unbiased", "relaxed", "evals_per_sample"} <= r.keys()
+
+
+def test_list_problems_json(capsys):
+    code, out, _ = run(capsys, "list", "problems", "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == list(PROBLEMS)
+
+
+def test_gradcheck_json_has_the_documented_keys_and_sane_values(capsys):
+    code, out, _ = run(capsys, "gradcheck", "--problem", "bernoulli-toy", "--estimator", "disarm",
+                       "--replicas", "2000", "--seed", "0", "--option", "target=0.499", "--option", "dim=4", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert GRADCHECK_KEYS <= result.keys()
+    assert result["options"]["dim"] == 4 and result["options"]["target"] == 0.499
+    assert len(result["exact_gradient"]) == len(result["mean_gradient"]) == len(result["standard_error"]) == 4
+    assert result["evals_per_estimate"] == 2 and result["replicas"] == 2000
+    assert result["bias_z_max"] < 5 and result["cosine"] > 0
+
+
+def test_gradcheck_is_reproducible_and_independent_of_estimator_for_noise(capsys):
+    args = ["gradcheck", "--problem", "categorical-toy", "--estimator", "reinforce", "--replicas", "500", "--json"]
+    first = json.loads(run(capsys, *args)[1])
+    second = json.loads(run(capsys, *args)[1])
+    first.pop("seconds_per_estimate"), second.pop("seconds_per_estimate")
+    assert first == second
+
+
+def test_gradcheck_text_output(capsys):
+    code, out, _ = run(capsys, "gradcheck", "--problem", "bernoulli-toy", "--estimator", "rloo", "--replicas", "200")
+    assert code == 0
+    for label in ("bias norm", "variance (mean per coord)", "MSE", "cosine(mean, exact)"):
+        assert label in out
+
+
+def test_gradcheck_accepts_a_plugin_file(capsys, tmp_path):
+    path = tmp_path / "half.py"
+    path.write_text(VALID)
+    code, out, _ = run(capsys, "gradcheck", "--problem", "bernoulli-toy", "--estimator", str(path), "--replicas", "300", "--json")
+    assert code == 0 and json.loads(out)["estimator"] == "half-reinforce"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--problem", "nope", "--estimator", "disarm"], "unknown problem 'nope'"),
+        (["--problem", "bernoulli-toy", "--estimator", "nope"], "unknown estimator 'nope'"),
+        (["--problem", "categorical-toy", "--estimator", "disarm"], "does not support the categorical problem"),
+        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "colour=red"], "unknown option for bernoulli-toy colour"),
+        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "dim=two"], "expected a int"),
+        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "dim"], "not of the form key=value"),
+        (["--problem", "bernoulli-toy", "--estimator", "rloo", "--samples", "1"], "needs samples >= 2"),
+        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--replicas", "1"], "--replicas must be >= 2"),
+        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "dim=0"], "dim must be >= 1"),
+        (["--problem", "bernoulli-toy", "--estimator", "gumbel-softmax", "--hparam", "temperature=-1"], "temperature must be > 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(capsys, argv, message):
+    code, out, err = run(capsys, "gradcheck", *argv)
+    assert code == 2 and out == ""
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_request_without_cuda_exits_2(capsys):
+    code, _, err = run(capsys, "gradcheck", "--problem", "bernoulli-toy", "--estimator", "disarm", "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("dgbench") or str((__import__("pathlib").Path(sys.executable).parent / "dgbench"))
+    proc = subprocess.run([exe, "list", "problems"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "bernoulli-toy" in proc.stdout

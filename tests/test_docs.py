@@ -1,0 +1,41 @@
+"""The README's promises: two Quickstart commands, .ci/run runs the test one, examples work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from estimators.plugin import validate_estimator
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def quickstart_commands() -> list[str]:
+    section = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [line for block in blocks for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_quickstart_has_exactly_two_commands_pinning_torch_first():
+    commands = quickstart_commands()
+    assert len(commands) == 2
+    for command in commands:
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && ")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert quickstart_commands()[1] in ci
+
+
+def test_readme_plugin_example_is_a_valid_estimator(tmp_path):
+    example = README.split("# my_estimator.py\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(example, "my_estimator.py", "exec"), namespace)
+    cls = validate_estimator(namespace["HalfBaseline"])
+    logits = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    cls("bernoulli")(logits, lambda z: z.sum(-1), generator=torch.Generator().manual_seed(0)).backward()
+    assert logits.grad is not None
