@@ -4,6 +4,9 @@
     dgbench list problems [--json]
     dgbench gradcheck --problem ID --estimator ID|FILE.py|module:attr [--replicas R] [--seed S]
                       [--option key=value ...] [--hparam key=value ...] [--json]
+    dgbench run --suite NAME|FILE.toml [--problems ...] [--estimators ...] [--seeds N]
+                [--workers N] [--device cpu|cuda] [--out DIR]
+    dgbench export DIR [--format csv|parquet] [--out DIR]
 
 Errors in the user's input print one line on stderr and exit with status 2.
 """
@@ -13,7 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import time
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,6 +190,69 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ids(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.execution import run_cells, threads_per_worker
+    from harness.provenance import provenance
+    from harness.store import DB_NAME, ResultStore, StoreError
+    from harness.suites import SuiteError, expand, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+        cells = expand(suite, _ids(args.problems), _ids(args.estimators), args.seeds)
+        resolve_device(args.device)
+    except (SuiteError, DeviceUnavailable) as err:
+        raise UsageError(str(err)) from None
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    out = Path(args.out or f"results/{suite.name}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if (out / DB_NAME).exists():
+        import sqlite3
+        previous = dict(sqlite3.connect(out / DB_NAME).execute("SELECT key, value FROM suite"))
+        if previous and previous.get("name") != suite.name:
+            raise UsageError(f"{out} holds results of suite {previous.get('name')!r}, not {suite.name!r}; use another --out")
+        if previous and previous.get("digest") != suite.digest:
+            print(f"dgbench: note: suite {suite.name!r} changed since {out} was written; "
+                  "cells whose definition changed are computed anew", file=sys.stderr)
+    store = ResultStore(out)
+    try:
+        store.bind_suite(suite.name, suite.digest, suite.source)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    workers = min(args.workers, max(1, len(cells)))
+    info = provenance(args.device, workers, threads_per_worker(workers))
+    last = store.db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    if last and json.loads(last[0]).get("git_commit") != info["git_commit"]:
+        print(f"dgbench: note: code version changed since the last run in {out} "
+              f"({json.loads(last[0]).get('git_commit')} -> {info['git_commit']}); finished cells are kept", file=sys.stderr)
+    run_id = store.start_run(time.time(), info)
+    already = len(store.finished_keys() & {c.key for c in cells})
+    counts = run_cells(cells, store, run_id, workers=workers, device=args.device, progress=not args.quiet)
+    store.finish_run(run_id, time.time())
+    totals = {k: v for k, v in store.counts().items()}
+    store.close()
+    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
+    print(f"{suite.name}: {len(cells)} cells, {already} already finished; this run: {parts} -> {out / DB_NAME}")
+    return 1 if counts.get("failed") or totals.get("failed") else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import ExportError, export
+
+    try:
+        written = export(Path(args.directory), args.format, Path(args.out) if args.out else None)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgbench", description="Benchmark gradient estimators for discrete random variables.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--dtype", default="float64", choices=list(DTYPES))
     p_gc.add_argument("--json", action="store_true", help="print one JSON object")
     p_gc.set_defaults(func=cmd_gradcheck)
+
+    p_run = sub.add_parser("run", help="run a suite (resumes an existing --out)")
+    p_run.add_argument("--suite", required=True, help="smoke, quick, full, or a suite .toml file")
+    p_run.add_argument("--problems", help="comma-separated problem ids to restrict to")
+    p_run.add_argument("--estimators", help="comma-separated estimator ids to restrict to")
+    p_run.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
+    p_run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
+    p_run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p_run.add_argument("--out", help="results directory (default results/SUITE)")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_run.set_defaults(func=cmd_run)
+
+    p_exp = sub.add_parser("export", help="export a results directory as long-format tables")
+    p_exp.add_argument("directory")
+    p_exp.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    p_exp.add_argument("--out", help="output directory (default DIR/export)")
+    p_exp.set_defaults(func=cmd_export)
     return parser
 
 

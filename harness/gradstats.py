@@ -22,7 +22,7 @@ from estimators.base import Estimator
 from harness.devices import Stopwatch
 from problems.base import Problem
 
-# Elements of replicated logits processed at once; bounds memory, not results.
+# Elements of replicated logits times f-evaluations processed at once; bounds memory.
 CHUNK_ELEMENTS = 2**21
 ROUNDOFF_ULPS = 1024
 
@@ -52,7 +52,9 @@ def replicated_gradients(
         with torch.enable_grad():
             logits = problem.logits()
             if chunk is None:
-                chunk = max(1, min(replicas, CHUNK_ELEMENTS // max(1, logits.numel())))
+                event_shape = logits.shape[logits.dim() - estimator.node.event_dims:]
+                per_replica = logits.numel() * max(1, estimator.evals_per_estimate(event_shape))
+                chunk = max(1, min(replicas, CHUNK_ELEMENTS // per_replica))
             rows = []
             for start in range(0, replicas, chunk):
                 n = min(chunk, replicas - start)

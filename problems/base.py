@@ -4,6 +4,7 @@ A problem owns its parameters and objective and exposes one discrete stochastic 
 
 ``family``              node family, "bernoulli" or "categorical"
 ``minimize``            whether the objective is minimised (False: maximised, e.g. an ELBO)
+``differentiable``      whether f is differentiable in z (relaxed estimators need it)
 ``logits()``            the node's logits at the current parameters, ``(*batch, D[, K])``
 ``f(z)``                the objective per sample, ``(*S, *batch, D[, K]) -> (*S, *batch)``;
                         it must accept relaxed (continuous) z for relaxed estimators
@@ -33,6 +34,7 @@ class Problem(torch.nn.Module):
     id: ClassVar[str] = ""
     family: ClassVar[str] = "bernoulli"
     minimize: ClassVar[bool] = True
+    differentiable: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
     def logits(self) -> Tensor:
@@ -50,6 +52,11 @@ class Problem(torch.nn.Module):
 
     def exact_objective(self) -> Tensor | None:
         return None
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluation metrics at the current parameters (default: the exact objective)."""
+        exact = self.exact_objective()
+        return {} if exact is None else {"exact_objective": float(exact.detach())}
 
     def exact_gradient(self) -> dict[str, Tensor] | None:
         return None
@@ -70,6 +77,7 @@ class Problem(torch.nn.Module):
             "id": cls.id,
             "family": cls.family,
             "minimize": cls.minimize,
+            "differentiable": cls.differentiable,
             "options": cls.default_options(),
             "description": cls.description,
         }

@@ -1,0 +1,70 @@
+"""Running a list of cells: in this process, or on local worker processes.
+
+The driver alone writes the results store, one transaction per finished cell, as
+results arrive (in any order). Each worker process is pinned to
+``torch.get_num_threads() // workers`` threads (at least one), so concurrent cells do
+not oversubscribe the cores and every cell of a run is timed with the same thread count,
+which the run's provenance records.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import torch
+from tqdm import tqdm
+
+from harness.cells import run_cell
+from harness.store import ResultStore
+from harness.suites import Cell
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: int, device: str,
+              progress: bool = True) -> dict[str, int]:
+    """Run every cell not yet finished in ``store``; return counts by status for this call."""
+    done = store.finished_keys()
+    todo = [c for c in cells if c.key not in done]
+    counts: dict[str, int] = {}
+    bar = tqdm(total=len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
+
+    def record(cell: Cell, result: dict) -> None:
+        store.write_cell(run_id, cell, result)
+        counts[result["status"]] = counts.get(result["status"], 0) + 1
+        bar.set_postfix_str(f"{cell.estimator} on {cell.problem}: {result['status']}", refresh=False)
+        bar.update(1)
+
+    try:
+        runnable = []
+        for cell in todo:
+            if cell.skip_reason:
+                record(cell, run_cell(cell, device))
+            else:
+                runnable.append(cell)
+        if workers <= 1:
+            torch.set_num_threads(threads_per_worker(1))
+            for cell in runnable:
+                record(cell, run_cell(cell, device))
+        elif runnable:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(threads_per_worker(workers),)) as pool:
+                futures = {pool.submit(run_cell, cell, device): cell for cell in runnable}
+                for future in as_completed(futures):
+                    try:
+                        result = future.result()
+                    except Exception as err:  # the worker died (e.g. killed for memory)
+                        result = {"status": "failed", "reason": f"worker process died: {type(err).__name__}: {err}"}
+                    record(futures[future], result)
+    finally:
+        bar.close()
+    return counts

@@ -1,0 +1,130 @@
+"""The results database: one SQLite file per results directory, written by the driver only.
+
+WAL journal mode and one transaction per finished cell: a crash or ``kill -9`` loses at
+most the cells in flight and never leaves a half-written cell.
+
+Schema (see README, "Results database"):
+
+``suite``    key/value: the suite name, definition (TOML text) and its digest
+``runs``     one row per invocation: provenance (git commit, dgbench/torch/python
+             versions, CPU model, threads, device, workers) and start/end time
+``cells``    one row per finished cell: key, run_id, kind, problem, options (JSON),
+             estimator, hyperparameters (JSON), seed, status (done/diverged/failed/
+             skipped), reason, traceback, started, finished
+``metrics``  (cell_key, name, value): scalar results
+``series``   (cell_key, step, wall, name, value): time series along training
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS suite (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL, finished REAL,
+    provenance TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    kind TEXT NOT NULL, problem TEXT NOT NULL, options TEXT NOT NULL,
+    estimator TEXT NOT NULL, hyperparameters TEXT NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'diverged', 'failed', 'skipped')),
+    reason TEXT, traceback TEXT, started REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    cell_key TEXT NOT NULL REFERENCES cells(key), name TEXT NOT NULL, value REAL,
+    PRIMARY KEY (cell_key, name)
+);
+CREATE TABLE IF NOT EXISTS series (
+    cell_key TEXT NOT NULL REFERENCES cells(key), step INTEGER NOT NULL, wall REAL,
+    name TEXT NOT NULL, value REAL
+);
+CREATE INDEX IF NOT EXISTS series_cell ON series(cell_key);
+"""
+
+DB_NAME = "results.db"
+
+
+class StoreError(RuntimeError):
+    """The results directory cannot be used for this run."""
+
+
+class ResultStore:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / DB_NAME
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def suite_info(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM suite"))
+
+    def bind_suite(self, name: str, digest: str, source: str) -> None:
+        """Record the suite on first use; refuse a directory holding a different suite."""
+        info = self.suite_info()
+        if info and info.get("name") != name:
+            raise StoreError(f"{self.path.parent} holds results of suite {info.get('name')!r}, not {name!r}; use another --out")
+        if not info:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT INTO suite VALUES (?, ?)", [("name", name), ("digest", digest), ("source", source)])
+
+    def start_run(self, started: float, provenance: dict[str, Any]) -> int:
+        cur = self.db.execute("INSERT INTO runs (started, provenance) VALUES (?, ?)", (started, json.dumps(provenance)))
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, finished: float) -> None:
+        self.db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (finished, run_id))
+
+    def finished_keys(self) -> set[str]:
+        """Keys of cells that need no recomputation (failed cells are retried)."""
+        return {k for (k,) in self.db.execute("SELECT key FROM cells WHERE status != 'failed'")}
+
+    def write_cell(self, run_id: int, cell: Any, result: dict[str, Any]) -> None:
+        """Write one cell, its metrics and series, in a single transaction."""
+        series: Iterable[tuple] = result.get("series", [])
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("DELETE FROM metrics WHERE cell_key = ?", (cell.key,))
+            self.db.execute("DELETE FROM series WHERE cell_key = ?", (cell.key,))
+            self.db.execute(
+                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cell.key, run_id, cell.kind, cell.problem, json.dumps(cell.options, sort_keys=True),
+                 cell.estimator, json.dumps(cell.hyperparameters, sort_keys=True), cell.seed,
+                 result["status"], result.get("reason"), result.get("traceback"),
+                 result.get("started"), result.get("finished")),
+            )
+            self.db.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?)",
+                [(cell.key, name, _real(value)) for name, value in result.get("metrics", {}).items()],
+            )
+            self.db.executemany(
+                "INSERT INTO series VALUES (?, ?, ?, ?, ?)",
+                [(cell.key, step, wall, name, _real(value)) for step, wall, name, value in series],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status"))
+
+
+def _real(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value else None  # NaN as NULL

@@ -1,0 +1,249 @@
+"""Suites: the benchmark matrix as data (TOML), validated on load, expanded into cells.
+
+A suite file names problems (with options), estimators (with hyperparameters), seeds,
+the per-step budget and the settings of the two cell kinds::
+
+    name = "smoke"
+    seeds = 1
+    [budget]            # exactly one of: samples = N (per estimate), evals = N (f evaluations)
+    evals = 2
+    [gradstats]         # cell kind 1: gradient statistics at the initial parameters
+    replicas = 1000
+    [training]          # cell kind 2: a training run
+    steps = 100
+    optimizer = "adam"  # or "sgd"
+    lr = 0.05
+    log_every = 1       # stride at which the training objective is stored
+    eval_every = 50
+    variance_every = 50
+    variance_replicas = 200
+    [[problems]]
+    id = "bernoulli-toy"
+    options = { dim = 4 }
+    [estimators]
+    include = "all"     # or a list of ids
+    hyperparameters = { gumbel-softmax = { temperature = 0.5 } }
+
+Compatibility of each (problem, estimator) pair is decided from declared capabilities;
+incompatible pairs become ``skipped`` cells with their reason, never silent omissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from estimators.base import Estimator
+from estimators.registry import ESTIMATORS
+from problems.registry import PROBLEMS
+
+SUITE_DIR = resources.files("harness") / "suites"
+KINDS = ("gradstats", "train")
+
+
+class SuiteError(ValueError):
+    """A suite file or selection that cannot be run."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a (kind, problem, estimator, seed) with everything it needs."""
+
+    kind: str
+    problem: str
+    options: dict[str, Any]
+    estimator: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    settings: dict[str, Any]
+    skip_reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the cell: a hash of everything that defines its result."""
+        blob = json.dumps(
+            [self.kind, self.problem, self.options, self.estimator, self.hyperparameters, self.seed, self.settings],
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    seeds: int
+    budget: dict[str, int]
+    gradstats: dict[str, Any] | None
+    training: dict[str, Any] | None
+    problems: list[dict[str, Any]]
+    estimators: list[str]
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def digest(self) -> str:
+        """Hash of the suite definition, to detect a changed suite on resume."""
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+
+TRAINING_DEFAULTS = {
+    "steps": 100, "optimizer": "adam", "lr": 0.05, "log_every": 1,
+    "eval_every": 50, "variance_every": 50, "variance_replicas": 200,
+}
+
+
+def _positive_int(table: dict, key: str, where: str, minimum: int = 1) -> int:
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SuiteError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_keys(table: Any, allowed: set[str], where: str) -> dict:
+    if not isinstance(table, dict):
+        raise SuiteError(f"{where} must be a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    return table
+
+
+def parse_suite(text: str, origin: str) -> Suite:
+    """Validate a suite's TOML text; every error names the offending key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"{origin}: not valid TOML: {err}") from None
+    _check_keys(data, {"name", "description", "seeds", "budget", "gradstats", "training", "problems", "estimators"}, origin)
+    for key in ("name", "seeds", "budget", "problems", "estimators"):
+        if key not in data:
+            raise SuiteError(f"{origin}: missing key {key!r}")
+    seeds = _positive_int(data, "seeds", origin)
+    budget = _check_keys(data["budget"], {"samples", "evals"}, f"{origin}: budget")
+    if len(budget) != 1:
+        raise SuiteError(f"{origin}: budget needs exactly one of 'samples' or 'evals'")
+    for key in budget:
+        _positive_int(budget, key, f"{origin}: budget")
+
+    gradstats = data.get("gradstats")
+    if gradstats is not None:
+        _check_keys(gradstats, {"replicas"}, f"{origin}: gradstats")
+        _positive_int(gradstats, "replicas", f"{origin}: gradstats", minimum=2)
+    training = data.get("training")
+    if training is not None:
+        _check_keys(training, set(TRAINING_DEFAULTS), f"{origin}: training")
+        training = {**TRAINING_DEFAULTS, **training}
+        for key in ("steps", "log_every", "eval_every", "variance_every"):
+            _positive_int(training, key, f"{origin}: training")
+        _positive_int(training, "variance_replicas", f"{origin}: training", minimum=2)
+        if training["optimizer"] not in ("adam", "sgd"):
+            raise SuiteError(f"{origin}: training.optimizer must be 'adam' or 'sgd', got {training['optimizer']!r}")
+        if not isinstance(training["lr"], (int, float)) or training["lr"] <= 0:
+            raise SuiteError(f"{origin}: training.lr must be a positive number, got {training['lr']!r}")
+    if gradstats is None and training is None:
+        raise SuiteError(f"{origin}: needs a [gradstats] or a [training] table (or both)")
+
+    problems = data["problems"]
+    if not isinstance(problems, list) or not problems:
+        raise SuiteError(f"{origin}: problems must be a non-empty array of tables")
+    for i, spec in enumerate(problems):
+        where = f"{origin}: problems[{i}]"
+        _check_keys(spec, {"id", "options"}, where)
+        if spec.get("id") not in PROBLEMS:
+            raise SuiteError(f"{where}.id: unknown problem {spec.get('id')!r} (valid: {', '.join(PROBLEMS)})")
+        options = _check_keys(spec.get("options", {}), set(PROBLEMS[spec["id"]].default_options()), f"{where}.options")
+        spec["options"] = options
+
+    est = _check_keys(data["estimators"], {"include", "hyperparameters"}, f"{origin}: estimators")
+    include = est.get("include", "all")
+    ids = list(ESTIMATORS) if include == "all" else include
+    if not isinstance(ids, list) or not ids:
+        raise SuiteError(f"{origin}: estimators.include must be \"all\" or a non-empty list of ids")
+    for eid in ids:
+        if eid not in ESTIMATORS:
+            raise SuiteError(f"{origin}: estimators.include: unknown estimator {eid!r} (valid: {', '.join(ESTIMATORS)})")
+    hyper = _check_keys(est.get("hyperparameters", {}), set(ESTIMATORS), f"{origin}: estimators.hyperparameters")
+    for eid, values in hyper.items():
+        _check_keys(values, set(ESTIMATORS[eid].default_hyperparameters()), f"{origin}: estimators.hyperparameters.{eid}")
+
+    return Suite(
+        name=str(data["name"]), description=str(data.get("description", "")), seeds=seeds, budget=budget,
+        gradstats=gradstats, training=training, problems=problems, estimators=ids, hyperparameters=hyper,
+        source=text,
+    )
+
+
+def available_suites() -> list[str]:
+    return sorted(p.name[: -len(".toml")] for p in SUITE_DIR.iterdir() if p.name.endswith(".toml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A shipped suite by name (``smoke``, ``quick``, ``full``) or a TOML file path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return parse_suite(path.read_text(), str(path))
+    if name_or_path in available_suites():
+        return parse_suite((SUITE_DIR / f"{name_or_path}.toml").read_text(), name_or_path)
+    raise SuiteError(f"unknown suite {name_or_path!r} (valid: {', '.join(available_suites())}, or a .toml file)")
+
+
+def samples_for_budget(cls: type[Estimator], budget: dict[str, int]) -> tuple[int | None, str | None]:
+    """Samples per estimate under the budget, or None with the reason it cannot be met."""
+    if cls.evals_per_sample is None:  # `exact`: an oracle, outside any budget
+        return None, None
+    if "samples" in budget:
+        samples = budget["samples"]
+    else:
+        samples = (budget["evals"] - cls.extra_evals) // cls.evals_per_sample
+    if not cls.multi_sample:
+        samples = min(samples, 1)
+    if samples < cls.min_samples:
+        return None, f"budget {budget} allows {samples} sample(s); the estimator needs at least {cls.min_samples}"
+    return samples, None
+
+
+def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str] | None = None,
+           seeds: int | None = None) -> list[Cell]:
+    """Every cell of the suite (optionally restricted), incompatible ones marked skipped."""
+    for pid in problems or []:
+        if pid not in {p["id"] for p in suite.problems}:
+            raise SuiteError(f"problem {pid!r} is not in suite {suite.name!r} (it has: {', '.join(p['id'] for p in suite.problems)})")
+    for eid in estimators or []:
+        if eid not in suite.estimators:
+            raise SuiteError(f"estimator {eid!r} is not in suite {suite.name!r} (it has: {', '.join(suite.estimators)})")
+    if seeds is not None and seeds < 1:
+        raise SuiteError(f"--seeds must be >= 1, got {seeds}")
+    cells = []
+    kinds = [(k, s) for k, s in (("gradstats", suite.gradstats), ("train", suite.training)) if s is not None]
+    for spec in suite.problems:
+        if problems and spec["id"] not in problems:
+            continue
+        pcls = PROBLEMS[spec["id"]]
+        for eid in suite.estimators:
+            if estimators and eid not in estimators:
+                continue
+            ecls = ESTIMATORS[eid]
+            hyper = dict(suite.hyperparameters.get(eid, {}))
+            reason = None
+            if not ecls.supports(pcls.family):
+                reason = f"estimator family {ecls.family!r} does not cover the {pcls.family} problem"
+            elif ecls.relaxed and not pcls.differentiable:
+                reason = "relaxed estimator, but the problem's objective is not differentiable in z"
+            else:
+                samples, reason = samples_for_budget(ecls, suite.budget)
+                if samples is not None and "samples" in ecls.default_hyperparameters():
+                    hyper["samples"] = samples
+            for seed in range(seeds or suite.seeds):
+                for kind, settings in kinds:
+                    why = reason
+                    if why is None and kind == "gradstats" and ecls.evals_per_sample is None:
+                        why = "deterministic reference: zero variance, its gradient is the exact one"
+                    cells.append(Cell(kind, spec["id"], dict(spec["options"]), eid, hyper, seed,
+                                      {**settings, "budget": suite.budget}, why))
+    return cells
