@@ -87,7 +87,7 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
     variance_generator = make_generator(derive_seed("train-variance", cell.problem, cell.options, cell.seed), device)
     sign = 1.0 if problem.minimize else -1.0
     watch, series, status, reason = Stopwatch(device), [], "done", None
-    objective = math.nan
+    objective, evaluation = math.nan, {}
     for step in range(1, s["steps"] + 1):
         with watch.time():
             optimizer.zero_grad(set_to_none=True)
@@ -105,7 +105,8 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
             status, reason = "diverged", f"non-finite objective or gradient at step {step}"
             break
         if step % s["eval_every"] == 0 or step == s["steps"]:
-            series.extend((step, watch.seconds, k, v) for k, v in problem.evaluate().items())
+            evaluation = problem.evaluate()
+            series.extend((step, watch.seconds, k, v) for k, v in evaluation.items())
         if step % s["variance_every"] == 0 and estimator.evals_per_sample is not None:
             stats = _statistics(problem, estimator, s["variance_replicas"], variance_generator, device)
             series.extend((step, watch.seconds, f"grad_{k}", stats[k]) for k in ("variance_mean", "bias_norm", "mse"))
@@ -116,7 +117,9 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
         "seconds_per_step": watch.seconds / step,
         "evals_per_step": estimator.evals_per_estimate(event_shape),
     }
-    metrics.update({f"final_{k}": v for k, v in problem.evaluate().items()})
+    if status == "diverged":  # the last evaluation predates the divergence
+        evaluation = problem.evaluate()
+    metrics.update({f"final_{k}": v for k, v in evaluation.items()})
     return {"status": status, "reason": reason, "metrics": metrics, "series": series}
 
 

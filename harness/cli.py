@@ -28,8 +28,8 @@ import torch
 from estimators.plugin import PluginError, resolve_estimator
 from estimators.registry import ESTIMATORS
 from harness.devices import DeviceUnavailable, resolve_device
-from harness.enumeration import exact_objective_and_gradient
-from harness.gradstats import flatten, gradient_statistics
+from harness.cells import reference_gradient
+from harness.gradstats import gradient_statistics
 from harness.options import OptionError, coerce, parse_assignments
 from harness.seeding import derive_seed, make_generator
 from problems.registry import PROBLEMS, get as get_problem
@@ -117,15 +117,8 @@ def gradcheck(
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
 
-    closed_form = problem.exact_gradient()
-    if closed_form is not None:
-        exact, source = flatten(closed_form), "closed-form"
-    else:
-        try:
-            _, grads = exact_objective_and_gradient(problem)
-        except ValueError as err:
-            raise UsageError(f"{problem_id} has no closed-form gradient and {err}") from None
-        exact, source = flatten(grads), "enumeration"
+    reference_generator = make_generator(derive_seed("gradcheck-reference", problem_id, problem.options(), seed), torch_device)
+    exact, source, reference_se = reference_gradient(problem, reference_generator)
 
     noise_seed = derive_seed("gradcheck", problem_id, problem.options(), seed)
     generator = make_generator(noise_seed, torch_device)
@@ -141,6 +134,7 @@ def gradcheck(
         "device": str(torch_device),
         "dtype": dtype,
         "exact_source": source,
+        "reference_standard_error": reference_se,
         **stats.as_dict(),
         "evals_per_estimate": estimator.evals_per_estimate(event_shape),
         "seconds_per_estimate": seconds,
@@ -234,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     already = len(store.finished_keys() & {c.key for c in cells})
     counts = run_cells(cells, store, run_id, workers=workers, device=args.device, progress=not args.quiet)
     store.finish_run(run_id, time.time())
-    totals = {k: v for k, v in store.counts().items()}
+    totals = store.counts()
     store.close()
     parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
     print(f"{suite.name}: {len(cells)} cells, {already} already finished; this run: {parts} -> {out / DB_NAME}")
