@@ -44,6 +44,13 @@ Objective = Callable[[Tensor], Tensor]
 FAMILY_VALUES = ("bernoulli", "categorical", "both")
 
 
+class NotApplicable(ValueError):
+    """The estimator cannot run on this input (e.g. ``exact`` beyond its state limit).
+
+    The harness records such a cell as skipped, with this message as the reason.
+    """
+
+
 class ObjectiveShapeError(ValueError):
     """``f`` returned something other than one value per sample and batch element."""
 

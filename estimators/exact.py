@@ -4,7 +4,7 @@
 
 computed by autograd through ``q(z) = exp(log q(z))``. Bernoulli nodes have ``2^D``
 states, categorical nodes ``K^D``; above ``max_states`` (default ``2**16 = 65536``)
-the estimator refuses with a ValueError rather than exhaust memory. ``f`` is called
+the estimator refuses with :class:`NotApplicable` rather than exhaust memory. ``f`` is called
 once on all states, shape ``(N, *batch, D[, K])``.
 """
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Objective
+from estimators.base import Estimator, NotApplicable, Objective
+from estimators.nodes import log2_states
 
 DEFAULT_MAX_STATES = 2**16
 
@@ -39,8 +40,9 @@ class Exact(Estimator):
         event_shape = logits.shape[logits.dim() - self.node.event_dims :]
         n = self.node.num_states(event_shape)
         if n > self.max_states:
-            raise ValueError(
-                f"exact: a {self.node.name} node of event shape {tuple(event_shape)} has {n} states, "
+            count = str(n) if n < 10**12 else f"2^{log2_states(self.node, event_shape):.4g}"
+            raise NotApplicable(
+                f"exact: a {self.node.name} node of event shape {tuple(event_shape)} has {count} states, "
                 f"above max_states={self.max_states}; use a sampling estimator or raise max_states"
             )
         states = self.node.states(event_shape, logits)

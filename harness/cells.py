@@ -1,7 +1,9 @@
 """Running one cell: gradient statistics at fixed parameters, or a training run.
 
 Runs inside a worker process; returns a plain dict (status, metrics, series) that the
-driver writes. Any exception marks the cell ``failed`` with its traceback; a non-finite
+driver writes. An estimator that cannot run on the problem (:class:`NotApplicable`, e.g.
+``exact`` beyond its state limit) marks the cell ``skipped`` with its reason; any other
+exception marks it ``failed`` with its traceback; a non-finite
 objective or gradient ends a training run as ``diverged`` at that step.
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from estimators.base import Estimator, NotApplicable
 from estimators.registry import ESTIMATORS
 from harness.devices import Stopwatch
 from harness.enumeration import exact_objective_and_gradient
@@ -26,17 +29,26 @@ from problems.registry import PROBLEMS
 SCALAR_STATS = ("bias_norm", "bias_z_max", "variance_mean", "variance_total", "mse", "cosine", "snr_mean")
 
 
-def build(cell: Cell, device: torch.device) -> tuple[Problem, Any]:
-    """The cell's problem (initialised from a seed that ignores the estimator) and estimator."""
+def node_estimators(problem: Problem, cls: type[Estimator], hyperparameters: dict[str, Any],
+                    device: torch.device) -> torch.nn.ModuleDict:
+    """One instance of ``cls`` per stochastic node of ``problem``."""
+    return torch.nn.ModuleDict(
+        {name: cls(problem.family, **hyperparameters) for name in problem.node_names()}
+    ).to(device)
+
+
+def build(cell: Cell, device: torch.device) -> tuple[Problem, torch.nn.ModuleDict]:
+    """The cell's problem (initialised from a seed that ignores the estimator) and estimators."""
     torch.manual_seed(derive_seed("init", cell.problem, cell.options, cell.seed))
     problem = PROBLEMS[cell.problem](**cell.options, device=device)
-    estimator = ESTIMATORS[cell.estimator](problem.family, **cell.hyperparameters).to(device)
-    return problem, estimator
+    return problem, node_estimators(problem, ESTIMATORS[cell.estimator], cell.hyperparameters, device)
 
 
 # The many-sample reference: RLOO (unbiased, any family) with this many samples per
-# estimate, averaged over REFERENCE_REPLICAS vectorised estimates.
+# estimate at the first node (2 at deeper nodes, whose cost multiplies), averaged over
+# REFERENCE_REPLICAS vectorised estimates.
 REFERENCE_SAMPLES = 64
+REFERENCE_INNER_SAMPLES = 2
 REFERENCE_REPLICAS = 200
 
 
@@ -51,17 +63,23 @@ def reference_gradient(problem: Problem, generator: torch.Generator) -> tuple[to
         return flatten(closed), "closed-form", 0.0
     try:
         return flatten(exact_objective_and_gradient(problem)[1]), "enumeration", 0.0
-    except ValueError:
+    except NotApplicable:
         pass
-    rloo = ESTIMATORS["rloo"](problem.family, samples=REFERENCE_SAMPLES)
-    estimates = replicated_gradients(problem, rloo, REFERENCE_REPLICAS, generator)
+    rloo = ESTIMATORS["rloo"]
+    names = problem.node_names()
+    device = problem.logits().device
+    estimators = torch.nn.ModuleDict({
+        name: rloo(problem.family, samples=REFERENCE_SAMPLES if i == 0 else REFERENCE_INNER_SAMPLES)
+        for i, name in enumerate(names)
+    }).to(device)
+    estimates = replicated_gradients(problem, estimators, REFERENCE_REPLICAS, generator)
     standard_error = float((estimates.var(0) / REFERENCE_REPLICAS).sum().sqrt())
     return estimates.mean(0), "sampled", standard_error
 
 
-def _statistics(problem, estimator, replicas, generator, device) -> dict[str, float]:
+def _statistics(problem, estimators, replicas, generator, device) -> dict[str, float]:
     reference, source, reference_se = reference_gradient(problem, generator)
-    stats, seconds = gradient_statistics(problem, estimator, reference, replicas, generator, device)
+    stats, seconds = gradient_statistics(problem, estimators, reference, replicas, generator, device)
     out = {name: getattr(stats, name) for name in SCALAR_STATS}
     out["seconds_per_estimate"] = seconds
     out["reference_is_exact"] = float(source != "sampled")
@@ -70,28 +88,31 @@ def _statistics(problem, estimator, replicas, generator, device) -> dict[str, fl
 
 
 def _gradstats(cell: Cell, device: torch.device) -> dict[str, Any]:
-    problem, estimator = build(cell, device)
+    problem, estimators = build(cell, device)
     generator = make_generator(derive_seed("gradstats", cell.problem, cell.options, cell.seed), device)
-    metrics = _statistics(problem, estimator, cell.settings["replicas"], generator, device)
-    event_shape = problem.logits().shape[-estimator.node.event_dims:]
-    metrics["evals_per_estimate"] = estimator.evals_per_estimate(event_shape)
+    metrics = _statistics(problem, estimators, cell.settings["replicas"], generator, device)
+    metrics["evals_per_estimate"] = problem.evals_per_estimate(estimators)
     return {"status": "done", "metrics": metrics}
 
 
 def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
     s = cell.settings
-    problem, estimator = build(cell, device)
-    params = list(problem.parameters()) + list(estimator.parameters())
+    problem, estimators = build(cell, device)
+    params = list(problem.parameters()) + list(estimators.parameters())
     optimizer = (torch.optim.Adam if s["optimizer"] == "adam" else torch.optim.SGD)(params, lr=s["lr"])
     generator = make_generator(derive_seed("train", cell.problem, cell.options, cell.seed), device)
     variance_generator = make_generator(derive_seed("train-variance", cell.problem, cell.options, cell.seed), device)
+    # Data order depends on (problem, options, seed) only: every estimator sees the same batches.
+    data_generator = make_generator(derive_seed("data", cell.problem, cell.options, cell.seed), torch.device("cpu"))
+    deterministic = ESTIMATORS[cell.estimator].evals_per_sample is None
     sign = 1.0 if problem.minimize else -1.0
     watch, series, status, reason = Stopwatch(device), [], "done", None
     objective, evaluation = math.nan, {}
     for step in range(1, s["steps"] + 1):
         with watch.time():
+            problem.next_batch(data_generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = problem.loss(estimator, generator)
+            loss = problem.loss(estimators, generator)
             (sign * loss).backward()
             objective = float(loss.detach())
             finite = math.isfinite(objective) and all(
@@ -107,15 +128,14 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
         if step % s["eval_every"] == 0 or step == s["steps"]:
             evaluation = problem.evaluate()
             series.extend((step, watch.seconds, k, v) for k, v in evaluation.items())
-        if step % s["variance_every"] == 0 and estimator.evals_per_sample is not None:
-            stats = _statistics(problem, estimator, s["variance_replicas"], variance_generator, device)
+        if step % s["variance_every"] == 0 and not deterministic:
+            stats = _statistics(problem, estimators, s["variance_replicas"], variance_generator, device)
             series.extend((step, watch.seconds, f"grad_{k}", stats[k]) for k in ("variance_mean", "bias_norm", "mse"))
-    event_shape = problem.logits().shape[-estimator.node.event_dims:]
     metrics = {
         "steps_run": step,
         "final_objective": objective,
         "seconds_per_step": watch.seconds / step,
-        "evals_per_step": estimator.evals_per_estimate(event_shape),
+        "evals_per_step": problem.evals_per_estimate(estimators),
     }
     if status == "diverged":  # the last evaluation predates the divergence
         evaluation = problem.evaluate()
@@ -133,6 +153,8 @@ def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
         return {"status": "skipped", "reason": cell.skip_reason, "started": started, "finished": started}
     try:
         result = RUNNERS[cell.kind](cell, torch.device(device))
+    except NotApplicable as err:
+        result = {"status": "skipped", "reason": str(err)}
     except Exception as err:
         result = {"status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
     result.update(started=started, finished=time.time())

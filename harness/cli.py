@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from estimators.base import NotApplicable
 from estimators.plugin import PluginError, resolve_estimator
 from estimators.registry import ESTIMATORS
 from harness.devices import DeviceUnavailable, resolve_device
-from harness.cells import reference_gradient
+from harness.cells import node_estimators, reference_gradient
 from harness.gradstats import gradient_statistics
 from harness.options import OptionError, coerce, parse_assignments
 from harness.seeding import derive_seed, make_generator
@@ -113,17 +114,20 @@ def gradcheck(
 
     try:
         problem = problem_cls(**problem_options, dtype=DTYPES[dtype], device=torch_device)
-        estimator = estimator_cls(problem_cls.family, **estimator_hparams).to(torch_device)
+        estimators = node_estimators(problem, estimator_cls, estimator_hparams, torch_device)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
+    estimator = next(iter(estimators.values()))
 
     reference_generator = make_generator(derive_seed("gradcheck-reference", problem_id, problem.options(), seed), torch_device)
     exact, source, reference_se = reference_gradient(problem, reference_generator)
 
     noise_seed = derive_seed("gradcheck", problem_id, problem.options(), seed)
     generator = make_generator(noise_seed, torch_device)
-    stats, seconds = gradient_statistics(problem, estimator, exact, replicas, generator, torch_device)
-    event_shape = problem.logits().shape[-estimator.node.event_dims :]
+    try:
+        stats, seconds = gradient_statistics(problem, estimators, exact, replicas, generator, torch_device)
+    except NotApplicable as err:
+        raise UsageError(str(err)) from None
     return {
         "problem": problem_id,
         "estimator": estimator_cls.id,
@@ -136,7 +140,7 @@ def gradcheck(
         "exact_source": source,
         "reference_standard_error": reference_se,
         **stats.as_dict(),
-        "evals_per_estimate": estimator.evals_per_estimate(event_shape),
+        "evals_per_estimate": problem.evals_per_estimate(estimators),
         "seconds_per_estimate": seconds,
     }
 

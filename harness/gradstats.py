@@ -6,8 +6,12 @@ gradient with respect to its own copy of the logits, and one batched vector-Jaco
 product (``is_grads_batched=True``) maps those to the parameters that produce the logits.
 There is no Python loop over replicas (only over memory-bounded chunks of them).
 
-The gradient measured is the estimator's gradient through the logits with respect to
-``problem.logit_parameters()``.
+The gradient measured is the estimator's gradient through the first node's logits with
+respect to ``problem.logit_parameters()``, including the exact gradient of the problem's
+analytic part and any pathwise dependence of its objective on those logits. On problems
+with several stochastic layers the deeper layers' estimators act inside the first
+node's objective (their values, hence their bias and noise, are part of the estimate);
+their own parameters' gradients are exercised by training cells, not measured here.
 """
 
 from __future__ import annotations
@@ -18,9 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator
 from harness.devices import Stopwatch
-from problems.base import Problem
+from problems.base import Estimators, Problem
 
 # Elements of replicated logits times f-evaluations processed at once; bounds memory.
 CHUNK_ELEMENTS = 2**21
@@ -37,7 +40,7 @@ def flatten(grads: dict[str, Tensor] | list[Tensor], batched: bool = False) -> T
 
 def replicated_gradients(
     problem: Problem,
-    estimator: Estimator,
+    estimators: Estimators,
     replicas: int,
     generator: torch.Generator,
     chunk: int | None = None,
@@ -45,21 +48,22 @@ def replicated_gradients(
     """``(replicas, P)`` independent gradient estimates w.r.t. ``problem.logit_parameters()``."""
     if replicas < 2:
         raise ValueError(f"replicas must be >= 2 to estimate a variance, got {replicas}")
+    estimators = problem.node_estimators(estimators)
     params = list(problem.logit_parameters().values())
-    was_training = estimator.training
-    estimator.eval()
+    modes = {name: est.training for name, est in estimators.items() if isinstance(est, torch.nn.Module)}
+    for name in modes:
+        estimators[name].train(False)
     try:
         with torch.enable_grad():
             logits = problem.logits()
             if chunk is None:
-                event_shape = logits.shape[logits.dim() - estimator.node.event_dims:]
-                per_replica = logits.numel() * max(1, estimator.evals_per_estimate(event_shape))
+                per_replica = logits.numel() * max(1, problem.evals_per_estimate(estimators))
                 chunk = max(1, min(replicas, CHUNK_ELEMENTS // per_replica))
             rows = []
             for start in range(0, replicas, chunk):
                 n = min(chunk, replicas - start)
                 leaf = logits.detach().unsqueeze(0).expand(n, *logits.shape).clone().requires_grad_(True)
-                out = estimator(leaf, problem.f, generator=generator)
+                out = problem.objective(estimators, leaf, generator)
                 (per_replica,) = torch.autograd.grad(out.sum(), leaf)
                 grads = torch.autograd.grad(
                     logits, params, grad_outputs=per_replica, is_grads_batched=True,
@@ -69,7 +73,8 @@ def replicated_gradients(
                          for g, p in zip(grads, params)]
                 rows.append(flatten(grads, batched=True))
     finally:
-        estimator.train(was_training)
+        for name, mode in modes.items():
+            estimators[name].train(mode)
     return torch.cat(rows)
 
 
@@ -136,7 +141,7 @@ def summarise(estimates: Tensor, exact: Tensor) -> GradientStatistics:
 
 def gradient_statistics(
     problem: Problem,
-    estimator: Estimator,
+    estimators: Estimators,
     exact: Tensor,
     replicas: int,
     generator: torch.Generator,
@@ -145,5 +150,5 @@ def gradient_statistics(
     """Statistics of ``replicas`` estimates and the wall-clock seconds per estimate."""
     watch = Stopwatch(device)
     with watch.time():
-        estimates = replicated_gradients(problem, estimator, replicas, generator)
+        estimates = replicated_gradients(problem, estimators, replicas, generator)
     return summarise(estimates, exact), watch.seconds / replicas

@@ -1,33 +1,52 @@
 """The problem contract.
 
-A problem owns its parameters and objective and exposes one discrete stochastic node:
+A problem owns its model, data and objective, and exposes one or more discrete
+stochastic nodes. Every node of a problem has the problem's ``family``; each node gets
+its own estimator instance (a mapping ``{node name: estimator}``), because estimators
+may carry state (moving averages, learned baselines).
 
-``family``              node family, "bernoulli" or "categorical"
-``minimize``            whether the objective is minimised (False: maximised, e.g. an ELBO)
-``differentiable``      whether f is differentiable in z (relaxed estimators need it)
-``logits()``            the node's logits at the current parameters, ``(*batch, D[, K])``
-``f(z)``                the objective per sample, ``(*S, *batch, D[, K]) -> (*S, *batch)``;
-                        it must accept relaxed (continuous) z for relaxed estimators
-``logit_parameters()``  the parameters that produce the logits; gradient statistics are
-                        taken with respect to these
-``loss(estimate, generator)``  the scalar training objective for one step, given an
-                        estimator (any callable with the estimator signature)
+Class attributes:
+
+``family``          node family, "bernoulli" or "categorical"
+``minimize``        whether the objective is minimised (False: maximised, e.g. an ELBO)
+``differentiable``  whether f is differentiable in z (relaxed estimators need it)
+``batch_dims``      trailing batch dims of the per-sample values that :meth:`objective`
+                    averages over (0 for toys, 1 for problems on minibatches of data)
+
+Methods:
+
+``node_names()``        names of the stochastic nodes, data side first
+``logits()``            the first node's logits on the current batch, ``(*batch, D[, K])``
+``f(z)``                the per-sample objective of the first node,
+                        ``(*S, *replicas, *batch, D[, K]) -> (*S, *replicas, *batch)``
+``analytic(logits)``    the part of the objective computed in closed form (e.g. minus a
+                        KL divergence), differentiated exactly; None if there is none
+``objective(estimators, logits, generator)``  the objective estimate per replica: logits
+                        with any leading replica dims ``(*R, *batch, ...)`` -> ``(*R,)``.
+                        Multi-node problems override it and nest estimator calls: the f of
+                        one node samples the next node through its estimator.
+``loss(estimators, generator)``  the scalar training objective on the current batch
+``logit_parameters()``  the parameters that produce the first node's logits; gradient
+                        statistics are taken with respect to these
+``next_batch(generator)``  draw the next training minibatch (no-op without data)
+``evaluate()``          evaluation metrics at the current parameters
 ``exact_objective()`` / ``exact_gradient()``  closed forms where the problem has them
-                        (None otherwise; the harness can still enumerate small nodes)
+                        (None otherwise; the harness enumerates small nodes itself)
 
-Problems never import estimators: they receive one as an argument.
+Problems never import estimators: they receive them as arguments.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 Estimate = Callable[..., Tensor]
+Estimators = Mapping[str, Estimate] | torch.nn.ModuleDict | Estimate
 
 
 class Problem(torch.nn.Module):
@@ -35,7 +54,11 @@ class Problem(torch.nn.Module):
     family: ClassVar[str] = "bernoulli"
     minimize: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
+    batch_dims: ClassVar[int] = 0
     description: ClassVar[str] = ""
+
+    def node_names(self) -> tuple[str, ...]:
+        return ("z",)
 
     def logits(self) -> Tensor:
         raise NotImplementedError
@@ -43,12 +66,56 @@ class Problem(torch.nn.Module):
     def f(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def analytic(self, logits: Tensor) -> Tensor | None:
+        return None
+
     def logit_parameters(self) -> dict[str, torch.nn.Parameter]:
         return dict(self.named_parameters())
 
-    def loss(self, estimate: Estimate, generator: torch.Generator) -> Tensor:
+    def node_estimators(self, estimators: Estimators) -> Mapping[str, Estimate]:
+        """``estimators`` as a mapping over :meth:`node_names`.
+
+        A single estimator is accepted for a one-node problem only: sharing one stateful
+        instance between nodes would mix their statistics.
+        """
+        names = self.node_names()
+        if isinstance(estimators, (Mapping, torch.nn.ModuleDict)):
+            missing = [n for n in names if n not in estimators]
+            if missing:
+                raise ValueError(f"{self.id}: no estimator for node(s) {missing}; nodes are {list(names)}")
+            return estimators
+        if len(names) != 1:
+            raise ValueError(f"{self.id} has nodes {list(names)}: pass one estimator per node as a mapping")
+        return {names[0]: estimators}
+
+    def reduce(self, values: Tensor) -> Tensor:
+        """Average per-example values over the trailing ``batch_dims``."""
+        if self.batch_dims == 0:
+            return values
+        return values.mean(dim=tuple(range(-self.batch_dims, 0)))
+
+    def objective(self, estimators: Estimators, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Objective estimate per replica, ``(*R, *batch, event) -> (*R,)``."""
+        (name,) = self.node_names()
+        values = self.node_estimators(estimators)[name](logits, self.f, generator=generator)
+        extra = self.analytic(logits)
+        if extra is not None:
+            values = values + extra
+        return self.reduce(values)
+
+    def loss(self, estimators: Estimators, generator: torch.Generator | None) -> Tensor:
         """Scalar objective estimate whose gradient is the training gradient."""
-        return estimate(self.logits(), self.f, generator=generator).sum()
+        return self.objective(estimators, self.logits(), generator).sum()
+
+    def next_batch(self, generator: torch.Generator) -> None:
+        """Move to the next training minibatch (problems without data: nothing to do)."""
+
+    def evals_per_estimate(self, estimators: Estimators) -> int:
+        """f evaluations one objective estimate makes (the first node's count)."""
+        (name,) = self.node_names()
+        est = self.node_estimators(estimators)[name]
+        logits = self.logits()
+        return est.evals_per_estimate(logits.shape[logits.dim() - est.node.event_dims :])
 
     def exact_objective(self) -> Tensor | None:
         return None

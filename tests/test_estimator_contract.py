@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from estimators import ESTIMATORS, Estimator
+from estimators.base import NotApplicable
 from estimators.nodes import FAMILIES
 from estimators.plugin import validate_estimator
 from tests.helpers import DTYPE, LOGITS, CoupledQuadratic
@@ -136,5 +137,5 @@ def test_f_with_wrong_output_shape_is_a_clear_error():
 
 def test_exact_refuses_above_its_state_limit():
     est = ESTIMATORS["exact"]("bernoulli", max_states=2**10)
-    with pytest.raises(ValueError, match="2048 states, above max_states=1024"):
+    with pytest.raises(NotApplicable, match="2048 states, above max_states=1024"):
         est(torch.zeros(11, dtype=DTYPE), lambda z: z.sum(-1))

@@ -1,0 +1,21 @@
+"""The data sets as tensors, by name: ``"mnist"`` (binarized MNIST) or ``"digits"`` (bundled)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from problems.data import load_binarized_mnist, load_digits_binarized
+
+DATASETS = ("mnist", "digits")
+
+
+def image_splits(name: str, dtype: torch.dtype, device: torch.device | str) -> dict[str, Tensor]:
+    """``{"train", "valid", "test"}`` -> binary images as float rows ``(N, pixels)``."""
+    if name == "mnist":
+        arrays = load_binarized_mnist()
+    elif name == "digits":
+        arrays = {split: pixels for split, (pixels, _) in load_digits_binarized().items()}
+    else:
+        raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")
+    return {split: torch.as_tensor(a).to(device=device, dtype=dtype) for split, a in arrays.items()}

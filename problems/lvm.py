@@ -1,0 +1,75 @@
+"""Evaluation shared by the latent-variable models (VAEs, sigmoid belief networks).
+
+A model supplies ``log_weights(x, samples, generator)``: ``log p(x, h) - log q(h | x)``
+for ``samples`` draws ``h ~ q(h | x)`` per example, shape ``(samples, N)``. From it:
+
+    ELBO  = mean_i log w_i                          (a sample mean, unbiased)
+    IWAE_k = log (1/k) sum_i w_i                    (Burda et al., 2016: the k-sample
+                                                     importance-weighted bound)
+
+reported per example, averaged over a split. Both come from the same k draws and are
+computed in batches of examples so that memory stays bounded; the draws come from a fixed
+generator, so the evaluation is a deterministic function of the parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from problems.latent import logmeanexp
+from problems.minibatch import MinibatchProblem
+
+# Examples times samples evaluated at once.
+EVAL_ELEMENTS = 2**14
+EVAL_SEED = 0
+TRAIN_EVAL_EXAMPLES = 10_000
+
+
+class LatentVariableModel(MinibatchProblem):
+    minimize = False
+
+    def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int) -> None:
+        """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``.
+
+        ``eval_examples > 0`` caps every split (quick runs); 0 evaluates them whole.
+        """
+        if iw_samples < 1:
+            raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
+        if eval_examples < 0:
+            raise ValueError(f"eval_examples must be >= 0 (0: all), got {eval_examples}")
+        caps = {"train": TRAIN_EVAL_EXAMPLES, "valid": None, "test": None}
+        self._eval_sets = {}
+        for split, data in splits.items():
+            n = data.shape[0]
+            for cap in (caps.get(split), eval_examples or None):
+                if cap is not None:
+                    n = min(n, cap)
+            self._eval_sets[split] = data[:n]
+        self._iw_samples = iw_samples
+
+    def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def bounds(self, x: Tensor, samples: int) -> tuple[float, float]:
+        """``(ELBO, IWAE_samples)`` per example, averaged over the rows of ``x``."""
+        generator = torch.Generator(device=x.device).manual_seed(EVAL_SEED)
+        batch = max(1, EVAL_ELEMENTS // samples)
+        elbo, iwae = 0.0, 0.0
+        for start in range(0, x.shape[0], batch):
+            log_w = self.log_weights(x[start:start + batch], samples, generator).to(torch.float64)
+            elbo += float(log_w.mean(0).sum())
+            iwae += float(logmeanexp(log_w, 0).sum())
+        n = x.shape[0]
+        return elbo / n, iwae / n
+
+    def evaluate(self) -> dict[str, float]:
+        out = {}
+        for split, data in self._eval_sets.items():
+            if data.shape[0] == 0:
+                continue
+            elbo, iwae = self.bounds(data, self._iw_samples)
+            out[f"{split}_elbo"] = elbo
+            out[f"{split}_iwae"] = iwae
+        return out

@@ -1,0 +1,43 @@
+"""Problems trained on minibatches of a data set.
+
+The current minibatch is the problem's batch dimension: ``logits()`` and ``f`` work on
+it, :meth:`MinibatchProblem.next_batch` advances it (epochs of a random permutation drawn
+from the harness's data generator, which depends on the problem, its options and the
+seed, never on the estimator). The first batch, used for gradient statistics at the
+initial parameters, is drawn at construction from the global RNG the harness seeds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from problems.base import Problem
+
+
+class MinibatchProblem(Problem):
+    batch_dims = 1
+
+    def _set_training_data(self, inputs: Tensor, batch_size: int, labels: Tensor | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size > inputs.shape[0]:
+            raise ValueError(f"batch_size {batch_size} exceeds the {inputs.shape[0]} training examples")
+        self._train_inputs, self._train_labels = inputs, labels
+        self._batch_size = batch_size
+        self._order = torch.randperm(inputs.shape[0])
+        self._position = 0
+        self._take(self._order[:batch_size])
+
+    def _take(self, index: Tensor) -> None:
+        index = index.to(self._train_inputs.device)
+        self.x = self._train_inputs[index]
+        self.y = None if self._train_labels is None else self._train_labels[index]
+
+    def next_batch(self, generator: torch.Generator) -> None:
+        n = self._train_inputs.shape[0]
+        if self._position + self._batch_size > n:
+            self._order = torch.randperm(n, generator=generator, device=generator.device)
+            self._position = 0
+        self._take(self._order[self._position:self._position + self._batch_size])
+        self._position += self._batch_size

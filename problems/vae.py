@@ -1,0 +1,259 @@
+"""Variational autoencoders with one layer of discrete latents, on binary images.
+
+    q(z | x) = prod_d Bernoulli(sigmoid(e_d(x)))   or   prod_d Categorical(softmax(e_d(x)))
+    p(z)     = factorised, with learned logits ("learned") or uniform ("uniform")
+    p(x | z) = prod_j Bernoulli(x_j; sigmoid(g_j(z)))
+
+Training maximises the ELBO per example on minibatches,
+
+    ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)),
+
+where the estimator under test estimates ``E_q[f(z)]`` and its gradient w.r.t. the
+encoder's logits. With ``kl="analytic"`` (default) ``f(z) = log p(x | z)`` and the KL
+divergence between the two factorised distributions is computed and differentiated
+exactly, as in the Gumbel-Softmax paper. With ``kl="sampled"``,
+``f(z) = log p(x, z) - log q(z | x)`` (the single-sample learning signal of the
+REBAR/RELAX/ARM/DisARM experiments), whose dependence on the encoder through
+``log q`` is differentiated pathwise. The decoder and a learned prior get pathwise
+gradients through the estimate's value.
+
+Choices (the same for every estimator): encoder inputs are centred by the training
+mean; the decoder's output bias starts at the logit of the training mean (clamped to
+[1e-3, 1 - 1e-3]); weights use PyTorch's default initialisation; ``hidden`` gives the
+widths of the deterministic hidden layers of the encoder (the decoder mirrors them),
+empty for linear maps. Evaluation: ELBO and the k-sample importance-weighted bound on a
+training subset, the validation and the test set (:mod:`problems.lvm`).
+
+Problems:
+
+* ``vae-bernoulli-linear``: 784-200-784, linear, learned prior, batch 50 (DisARM,
+  Dong et al., 2020, NeurIPS; RELAX, Grathwohl et al., 2018; their papers use Adam 1e-4).
+* ``vae-bernoulli-nonlinear``: 784-[200-200]-200 / 200-[200-200]-784, LeakyReLU(0.3)
+  (the DisARM paper's nonlinear model).
+* ``vae-categorical``: 20 latents of 10 classes, 784-[512-256] encoder, ReLU, uniform
+  prior, batch 100 (Jang et al., 2017, Categorical Reparameterization with Gumbel-Softmax).
+* ``vae-bernoulli-digits`` / ``vae-categorical-digits``: the same kinds of model, smaller,
+  on the bundled 8x8 digits (no download).
+* ``vae-bernoulli-tiny``: digits, 12 Bernoulli latents, linear: ``2^12`` latent states,
+  so the exact gradient of the ELBO w.r.t. the encoder is computed by enumeration.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from problems import latent
+from problems.base import Estimators
+from problems.datasets import image_splits
+from problems.lvm import LatentVariableModel
+
+PRIORS = ("learned", "uniform")
+KL_MODES = ("analytic", "sampled")
+
+
+def parse_widths(hidden: str) -> list[int]:
+    """``"200,200"`` -> ``[200, 200]``; ``""`` -> ``[]``."""
+    try:
+        widths = [int(w) for w in str(hidden).replace(" ", "").split(",") if w]
+    except ValueError:
+        raise ValueError(f"hidden must be comma-separated layer widths like '200,200', got {hidden!r}") from None
+    if any(w < 1 for w in widths):
+        raise ValueError(f"hidden layer widths must be >= 1, got {hidden!r}")
+    return widths
+
+
+def mlp(widths: list[int], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.LeakyReLU(0.3) if activation == "leaky_relu" else nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DiscreteVAE(LatentVariableModel):
+    """One discrete latent layer; subclasses fix the family, data set and defaults."""
+
+    family: ClassVar[str] = "bernoulli"
+    dataset: ClassVar[str] = "mnist"
+    activation: ClassVar[str] = "leaky_relu"
+    differentiable = True
+
+    def _build(
+        self,
+        *,
+        latents: int,
+        categories: int,
+        hidden: str,
+        batch_size: int,
+        prior: str,
+        kl: str,
+        iw_samples: int,
+        eval_examples: int,
+        dtype: torch.dtype,
+        device: str | torch.device,
+    ) -> None:
+        if latents < 1:
+            raise ValueError(f"latents must be >= 1, got {latents}")
+        if self.family == "categorical" and categories < 2:
+            raise ValueError(f"categories must be >= 2, got {categories}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if kl not in KL_MODES:
+            raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+        self.latents, self.hidden, self.batch_size = latents, hidden, batch_size
+        self.prior, self.kl, self.iw_samples, self.eval_examples = prior, kl, iw_samples, eval_examples
+        self.latent_shape = (latents,) if self.family == "bernoulli" else (latents, categories)
+        widths = parse_widths(hidden)
+
+        splits = image_splits(self.dataset, dtype, device)
+        pixels = splits["train"].shape[1]
+        mean = splits["train"].mean(0)
+        self.register_buffer("input_mean", mean)
+        features = math.prod(self.latent_shape)
+        self.encoder = mlp([pixels, *widths, features], self.activation)
+        self.decoder = mlp([features, *reversed(widths), pixels], self.activation)
+        with torch.no_grad():
+            p = mean.clamp(1e-3, 1 - 1e-3)
+            self.decoder[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
+        prior_logits = torch.zeros(self.latent_shape)
+        if prior == "learned":
+            self.prior_logits = nn.Parameter(prior_logits)
+        else:
+            self.register_buffer("prior_logits", prior_logits)
+        self.to(device=device, dtype=dtype)
+        self._set_training_data(splits["train"], batch_size)
+        self._set_evaluation(splits, iw_samples, eval_examples)
+
+    # The model ---------------------------------------------------------------------
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x - self.input_mean).reshape(*x.shape[:-1], *self.latent_shape)
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x | z)``; ``z`` may carry leading sample/replica dims and be relaxed."""
+        return latent.bernoulli_log_likelihood(x, self.decoder(latent.flatten_event(self.family, z)))
+
+    def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
+        logits = self.encode(x)
+        z = latent.sample(self.family, logits, samples, generator)
+        return (self.log_likelihood(x, z) + latent.log_prob(self.family, z, self.prior_logits)
+                - latent.log_prob(self.family, z, logits))
+
+    # The problem contract -------------------------------------------------------------
+
+    def logits(self) -> Tensor:
+        return self.encode(self.x)
+
+    def logit_parameters(self) -> dict[str, nn.Parameter]:
+        return {f"encoder.{k}": v for k, v in self.encoder.named_parameters()}
+
+    def f(self, z: Tensor) -> Tensor:
+        return self.log_likelihood(self.x, z)
+
+    def analytic(self, logits: Tensor) -> Tensor | None:
+        if self.kl != "analytic":
+            return None
+        return -latent.kl_divergence(self.family, logits, self.prior_logits)
+
+    def objective(self, estimators: Estimators, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.kl == "analytic":
+            return super().objective(estimators, logits, generator)
+        estimator = self.node_estimators(estimators)["z"]
+
+        def signal(z: Tensor) -> Tensor:
+            return (self.f(z) + latent.log_prob(self.family, z, self.prior_logits)
+                    - latent.log_prob(self.family, z, logits))
+
+        return self.reduce(estimator(logits, signal, generator=generator))
+
+
+class VAEBernoulliLinear(DiscreteVAE):
+    id = "vae-bernoulli-linear"
+    description = "Bernoulli VAE 784-200-784, linear, learned prior, binarized MNIST (DisARM/RELAX setup)"
+
+    def __init__(self, *, latents: int = 200, hidden: str = "", batch_size: int = 50, prior: str = "learned",
+                 kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
+                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+
+
+class VAEBernoulliNonlinear(DiscreteVAE):
+    id = "vae-bernoulli-nonlinear"
+    description = "Bernoulli VAE 784-[200-200]-200 / 200-[200-200]-784, LeakyReLU(0.3), binarized MNIST (DisARM)"
+
+    def __init__(self, *, latents: int = 200, hidden: str = "200,200", batch_size: int = 50,
+                 prior: str = "learned", kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
+                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+
+
+class VAECategorical(DiscreteVAE):
+    id = "vae-categorical"
+    family = "categorical"
+    activation = "relu"
+    description = "Categorical VAE, 20 latents x 10 classes, 784-[512-256] MLPs, binarized MNIST (Gumbel-Softmax paper)"
+
+    def __init__(self, *, latents: int = 20, categories: int = 10, hidden: str = "512,256",
+                 batch_size: int = 100, prior: str = "uniform", kl: str = "analytic", iw_samples: int = 100,
+                 eval_examples: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.categories = categories
+        self._build(latents=latents, categories=categories, hidden=hidden, batch_size=batch_size, prior=prior,
+                    kl=kl, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+
+
+class VAEBernoulliDigits(DiscreteVAE):
+    id = "vae-bernoulli-digits"
+    dataset = "digits"
+    description = "Bernoulli VAE 64-32-64, linear, learned prior, on the bundled 8x8 digits (no download)"
+
+    def __init__(self, *, latents: int = 32, hidden: str = "", batch_size: int = 32, prior: str = "learned",
+                 kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
+                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+
+
+class VAECategoricalDigits(DiscreteVAE):
+    id = "vae-categorical-digits"
+    family = "categorical"
+    activation = "relu"
+    dataset = "digits"
+    description = "Categorical VAE, 6 latents x 4 classes (4096 states), 64-[32] MLPs, on the bundled digits"
+
+    def __init__(self, *, latents: int = 6, categories: int = 4, hidden: str = "32", batch_size: int = 32,
+                 prior: str = "uniform", kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.categories = categories
+        self._build(latents=latents, categories=categories, hidden=hidden, batch_size=batch_size, prior=prior,
+                    kl=kl, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+
+
+MAX_TINY_LATENTS = 12
+
+
+class VAEBernoulliTiny(DiscreteVAE):
+    id = "vae-bernoulli-tiny"
+    dataset = "digits"
+    description = "Bernoulli VAE 64-12-64 on the digits: 4096 latent states, exact ELBO gradient by enumeration"
+
+    def __init__(self, *, latents: int = 12, hidden: str = "", batch_size: int = 16, prior: str = "learned",
+                 kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        if latents > MAX_TINY_LATENTS:
+            raise ValueError(f"vae-bernoulli-tiny is enumerable only up to {MAX_TINY_LATENTS} latents, got {latents}")
+        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
+                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
