@@ -4,7 +4,9 @@
 
 computed by autograd through ``q(z) = exp(log q(z))``. Bernoulli nodes have ``2^D``
 states, categorical nodes ``K^D``; above ``max_states`` (default ``2**16 = 65536``)
-the estimator refuses with :class:`NotApplicable` rather than exhaust memory. ``f`` is called
+the estimator refuses with :class:`NotApplicable` rather than exhaust memory, and likewise
+when states times batch elements (which nesting multiplies) exceed ``max_evaluations``
+(default ``2**22``). ``f`` is called
 once on all states, shape ``(N, *batch, D[, K])``.
 """
 
@@ -17,6 +19,7 @@ from estimators.base import Estimator, NotApplicable, Objective
 from estimators.nodes import log2_states
 
 DEFAULT_MAX_STATES = 2**16
+DEFAULT_MAX_EVALUATIONS = 2**22
 
 
 class Exact(Estimator):
@@ -28,9 +31,13 @@ class Exact(Estimator):
     multi_sample = False
     paper = "Enumeration over all states (reference, not an estimator)"
 
-    def __init__(self, node: str = "bernoulli", *, max_states: int = DEFAULT_MAX_STATES) -> None:
+    def __init__(
+        self, node: str = "bernoulli", *, max_states: int = DEFAULT_MAX_STATES,
+        max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    ) -> None:
         super().__init__(node)
         self.max_states = max_states
+        self.max_evaluations = max_evaluations
 
     def evals_per_estimate(self, event_shape: torch.Size) -> int:
         return self.node.num_states(event_shape)
@@ -45,8 +52,13 @@ class Exact(Estimator):
                 f"exact: a {self.node.name} node of event shape {tuple(event_shape)} has {count} states, "
                 f"above max_states={self.max_states}; use a sampling estimator or raise max_states"
             )
-        states = self.node.states(event_shape, logits)
         batch = logits.shape[: logits.dim() - self.node.event_dims]
+        if n * batch.numel() > self.max_evaluations:
+            raise NotApplicable(
+                f"exact: {n} states x {batch.numel()} batch elements = {n * batch.numel()} evaluations of f "
+                f"in one call, above max_evaluations={self.max_evaluations} (nested layers multiply)"
+            )
+        states = self.node.states(event_shape, logits)
         view = (n,) + (1,) * len(batch) + tuple(event_shape)
         z = states.reshape(view).expand(n, *logits.shape)
         weights = self.node.log_prob(z, logits).exp()

@@ -112,6 +112,7 @@ def gradcheck(
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
+    _prepare_data(problem_id, problem_options)
     try:
         problem = problem_cls(**problem_options, dtype=DTYPES[dtype], device=torch_device)
         estimators = node_estimators(problem, estimator_cls, estimator_hparams, torch_device)
@@ -177,6 +178,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.samples is not None:
         hparams["samples"] = str(args.samples)
+    _use_data_dir(args.data_dir)
     result = gradcheck(
         args.problem, args.estimator, replicas=args.replicas, seed=args.seed, options=options,
         hparams=hparams, device=args.device, dtype=args.dtype,
@@ -192,18 +194,37 @@ def _ids(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
 
+def _use_data_dir(directory: str | None) -> None:
+    """``--data-dir`` wins over ``DGBENCH_DATA_DIR``; workers inherit the environment."""
+    if directory:
+        os.environ["DGBENCH_DATA_DIR"] = str(Path(directory).expanduser().resolve())
+
+
+def _prepare_data(problem_id: str, options: dict[str, Any]) -> None:
+    from problems.data import DataUnavailable
+
+    try:
+        PROBLEMS[problem_id].prepare_data(options)
+    except DataUnavailable as err:
+        raise UsageError(f"{problem_id}: {err}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.execution import run_cells, threads_per_worker
     from harness.provenance import provenance
     from harness.store import DB_NAME, ResultStore, StoreError
     from harness.suites import SuiteError, expand, load_suite
 
+    _use_data_dir(args.data_dir)
     try:
         suite = load_suite(args.suite)
         cells = expand(suite, _ids(args.problems), _ids(args.estimators), args.seeds)
         resolve_device(args.device)
     except (SuiteError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
+    # Fetch or verify data sets once, here, before any worker needs them.
+    for problem_id, options in {(c.problem, json.dumps(c.options, sort_keys=True)): None for c in cells}:
+        _prepare_data(problem_id, json.loads(options))
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or f"results/{suite.name}")
@@ -271,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p_gc.add_argument("--dtype", default="float64", choices=list(DTYPES))
     p_gc.add_argument("--json", action="store_true", help="print one JSON object")
+    p_gc.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_gc.set_defaults(func=cmd_gradcheck)
 
     p_run = sub.add_parser("run", help="run a suite (resumes an existing --out)")
@@ -282,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p_run.add_argument("--out", help="results directory (default results/SUITE)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_run.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_run.set_defaults(func=cmd_run)
 
     p_exp = sub.add_parser("export", help="export a results directory as long-format tables")

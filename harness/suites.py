@@ -20,6 +20,7 @@ the per-step budget and the settings of the two cell kinds::
     [[problems]]
     id = "bernoulli-toy"
     options = { dim = 4 }
+    training = { lr = 0.01 }   # optional per-problem overrides of [training] / [gradstats]
     [estimators]
     include = "all"     # or a list of ids
     hyperparameters = { gumbel-softmax = { temperature = 0.5 } }
@@ -114,6 +115,24 @@ def _check_keys(table: Any, allowed: set[str], where: str) -> dict:
     return table
 
 
+def _check_gradstats(table: Any, where: str) -> dict:
+    _check_keys(table, {"replicas"}, where)
+    _positive_int(table, "replicas", where, minimum=2)
+    return table
+
+
+def _check_training(table: Any, where: str) -> dict:
+    _check_keys(table, set(TRAINING_DEFAULTS), where)
+    for key in ("steps", "log_every", "eval_every", "variance_every"):
+        _positive_int(table, key, where)
+    _positive_int(table, "variance_replicas", where, minimum=2)
+    if table["optimizer"] not in ("adam", "sgd"):
+        raise SuiteError(f"{where}.optimizer must be 'adam' or 'sgd', got {table['optimizer']!r}")
+    if isinstance(table["lr"], bool) or not isinstance(table["lr"], (int, float)) or table["lr"] <= 0:
+        raise SuiteError(f"{where}.lr must be a positive number, got {table['lr']!r}")
+    return table
+
+
 def parse_suite(text: str, origin: str) -> Suite:
     """Validate a suite's TOML text; every error names the offending key."""
     try:
@@ -133,19 +152,10 @@ def parse_suite(text: str, origin: str) -> Suite:
 
     gradstats = data.get("gradstats")
     if gradstats is not None:
-        _check_keys(gradstats, {"replicas"}, f"{origin}: gradstats")
-        _positive_int(gradstats, "replicas", f"{origin}: gradstats", minimum=2)
+        gradstats = _check_gradstats(gradstats, f"{origin}: gradstats")
     training = data.get("training")
     if training is not None:
-        _check_keys(training, set(TRAINING_DEFAULTS), f"{origin}: training")
-        training = {**TRAINING_DEFAULTS, **training}
-        for key in ("steps", "log_every", "eval_every", "variance_every"):
-            _positive_int(training, key, f"{origin}: training")
-        _positive_int(training, "variance_replicas", f"{origin}: training", minimum=2)
-        if training["optimizer"] not in ("adam", "sgd"):
-            raise SuiteError(f"{origin}: training.optimizer must be 'adam' or 'sgd', got {training['optimizer']!r}")
-        if not isinstance(training["lr"], (int, float)) or training["lr"] <= 0:
-            raise SuiteError(f"{origin}: training.lr must be a positive number, got {training['lr']!r}")
+        training = _check_training({**TRAINING_DEFAULTS, **training}, f"{origin}: training")
     if gradstats is None and training is None:
         raise SuiteError(f"{origin}: needs a [gradstats] or a [training] table (or both)")
 
@@ -154,11 +164,16 @@ def parse_suite(text: str, origin: str) -> Suite:
         raise SuiteError(f"{origin}: problems must be a non-empty array of tables")
     for i, spec in enumerate(problems):
         where = f"{origin}: problems[{i}]"
-        _check_keys(spec, {"id", "options"}, where)
+        _check_keys(spec, {"id", "options", "gradstats", "training"}, where)
         if spec.get("id") not in PROBLEMS:
             raise SuiteError(f"{where}.id: unknown problem {spec.get('id')!r} (valid: {', '.join(PROBLEMS)})")
         options = _check_keys(spec.get("options", {}), set(PROBLEMS[spec["id"]].default_options()), f"{where}.options")
         spec["options"] = options
+        for kind, base, check in (("gradstats", gradstats, _check_gradstats), ("training", training, _check_training)):
+            if kind in spec:
+                if base is None:
+                    raise SuiteError(f"{where}.{kind}: the suite has no [{kind}] table to override")
+                check({**base, **_check_keys(spec[kind], set(base), f"{where}.{kind}")}, f"{where}.{kind}")
 
     est = _check_keys(data["estimators"], {"include", "hyperparameters"}, f"{origin}: estimators")
     include = est.get("include", "all")
@@ -220,11 +235,13 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
     if seeds is not None and seeds < 1:
         raise SuiteError(f"--seeds must be >= 1, got {seeds}")
     cells = []
-    kinds = [(k, s) for k, s in (("gradstats", suite.gradstats), ("train", suite.training)) if s is not None]
     for spec in suite.problems:
         if problems and spec["id"] not in problems:
             continue
         pcls = PROBLEMS[spec["id"]]
+        kinds = [(kind, {**base, **spec.get(table, {})})
+                 for kind, table, base in (("gradstats", "gradstats", suite.gradstats), ("train", "training", suite.training))
+                 if base is not None]
         for eid in suite.estimators:
             if estimators and eid not in estimators:
                 continue

@@ -29,6 +29,7 @@ Methods:
 ``logit_parameters()``  the parameters that produce the first node's logits; gradient
                         statistics are taken with respect to these
 ``next_batch(generator)``  draw the next training minibatch (no-op without data)
+``prepare_data(options)``  class method: download/verify data before workers start
 ``evaluate()``          evaluation metrics at the current parameters
 ``exact_objective()`` / ``exact_gradient()``  closed forms where the problem has them
                         (None otherwise; the harness enumerates small nodes itself)
@@ -127,6 +128,10 @@ class Problem(torch.nn.Module):
 
     def exact_gradient(self) -> dict[str, Tensor] | None:
         return None
+
+    @classmethod
+    def prepare_data(cls, options: dict[str, Any]) -> None:
+        """Fetch or verify the data these options need (raises ``DataUnavailable``)."""
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:

@@ -10,6 +10,14 @@ from problems.data import load_binarized_mnist, load_digits_binarized
 DATASETS = ("mnist", "digits")
 
 
+def prepare(name: str) -> None:
+    """Download (if needed) and verify data set ``name``; raises ``DataUnavailable``."""
+    if name == "mnist":
+        load_binarized_mnist()
+    elif name != "digits":
+        raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")
+
+
 def image_splits(name: str, dtype: torch.dtype, device: torch.device | str) -> dict[str, Tensor]:
     """``{"train", "valid", "test"}`` -> binary images as float rows ``(N, pixels)``."""
     if name == "mnist":

@@ -55,7 +55,8 @@ def sample(family: str, logits: Tensor, samples: int, generator: torch.Generator
     u = torch.rand((samples, *logits.shape), generator=generator, dtype=logits.dtype, device=logits.device)
     if family == "bernoulli":
         return (u < torch.sigmoid(logits)).to(logits.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp(torch.finfo(u.dtype).tiny, 1.0)).clamp_min(torch.finfo(u.dtype).tiny))
+    tiny = torch.finfo(u.dtype).tiny
+    gumbel = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     return F.one_hot(torch.argmax(logits + gumbel, -1), logits.shape[-1]).to(logits.dtype)
 
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from problems import latent
 from problems.base import Estimators
-from problems.datasets import image_splits
+from problems.datasets import image_splits, prepare
 from problems.lvm import LatentVariableModel
 
 
@@ -85,6 +85,10 @@ class SBNTwoLayer(LatentVariableModel):
         self.to(device=device, dtype=dtype)
         self._set_training_data(splits["train"], batch_size)
         self._set_evaluation(splits, iw_samples, eval_examples)
+
+    @classmethod
+    def prepare_data(cls, options: dict) -> None:
+        prepare(options.get("dataset", cls.default_options()["dataset"]))
 
     def node_names(self) -> tuple[str, ...]:
         return tuple(f"h{l + 1}" for l in range(self.layers))

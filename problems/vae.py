@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from problems import latent
 from problems.base import Estimators
-from problems.datasets import image_splits
+from problems.datasets import image_splits, prepare
 from problems.lvm import LatentVariableModel
 
 PRIORS = ("learned", "uniform")
@@ -128,6 +128,10 @@ class DiscreteVAE(LatentVariableModel):
         self.to(device=device, dtype=dtype)
         self._set_training_data(splits["train"], batch_size)
         self._set_evaluation(splits, iw_samples, eval_examples)
+
+    @classmethod
+    def prepare_data(cls, options: dict) -> None:
+        prepare(cls.dataset)
 
     # The model ---------------------------------------------------------------------
 

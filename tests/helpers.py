@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from scipy.stats import norm
 from torch import Tensor
@@ -100,3 +102,38 @@ def z_scores(estimates: Tensor, exact: Tensor) -> Tensor:
     mean = estimates.mean(0)
     se = estimates.std(0) / estimates.shape[0] ** 0.5
     return (mean - exact).abs() / se
+
+
+# Small, fast options for every registered problem (float64 where the problem allows).
+# A meta-test requires an entry for each registered problem, so a new problem joins the
+# generic contract tests by adding one line here.
+SMALL_OPTIONS = {
+    "bernoulli-toy": {"dim": 3},
+    "categorical-toy": {"dim": 2, "categories": 3},
+    "vae-bernoulli-linear": {"latents": 8, "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
+    "vae-bernoulli-nonlinear": {"latents": 8, "hidden": "16,16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
+    "vae-categorical": {"latents": 3, "categories": 4, "hidden": "16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
+    "vae-bernoulli-digits": {"latents": 6, "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
+    "vae-categorical-digits": {"latents": 3, "categories": 4, "hidden": "", "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
+    "vae-bernoulli-tiny": {"batch_size": 4, "iw_samples": 5, "eval_examples": 16},
+    "sbn-two-layer": {"dataset": "digits", "units": 3, "batch_size": 3, "iw_samples": 5, "eval_examples": 16},
+    "hard-attention": {"hidden": 2, "batch_size": 2},
+    "hard-attention-categorical": {"hidden": 2, "batch_size": 2},
+}
+MNIST_PROBLEMS = {"vae-bernoulli-linear", "vae-bernoulli-nonlinear", "vae-categorical"}
+
+
+def small_problem(pid: str, dtype: torch.dtype = DTYPE, seed: int = 0, **overrides):
+    """``pid`` with its small options, in ``dtype``; skips when binarized MNIST is unavailable."""
+    import pytest
+
+    from problems import PROBLEMS
+    from problems.data import DataUnavailable
+
+    torch.manual_seed(seed)
+    try:
+        return PROBLEMS[pid](**{**SMALL_OPTIONS[pid], **overrides}, dtype=dtype)
+    except DataUnavailable as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"binarized MNIST unavailable (set DGBENCH_DATA_DIR=../shared/data): {err}")

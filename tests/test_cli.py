@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,23 @@ def test_console_script_is_installed():
     exe = shutil.which("dgbench") or str((__import__("pathlib").Path(sys.executable).parent / "dgbench"))
     proc = subprocess.run([exe, "list", "problems"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "bernoulli-toy" in proc.stdout
+
+
+def test_data_dir_flag_and_offline_message(capsys, tmp_path, monkeypatch):
+    """Without the data and without network, a run needing MNIST stops before any cell
+    with one line that says where to put the file."""
+    from problems import data
+
+    monkeypatch.setattr(data, "_MEMO", {})
+    monkeypatch.setenv("DGBENCH_MNIST_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("DGBENCH_DATA_DIR", os.environ.get("DGBENCH_DATA_DIR", ""))  # restored after the flag sets it
+    empty = tmp_path / "empty"
+    code = main(["run", "--suite", "full", "--problems", "vae-bernoulli-linear", "--estimators", "disarm",
+                 "--out", str(tmp_path / "out"), "--data-dir", str(empty), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "binarized_mnist.npz" in err and str(empty.resolve()) in err
+    assert not (tmp_path / "out").exists()
+    code = main(["gradcheck", "--problem", "vae-bernoulli-tiny", "--estimator", "disarm", "--replicas", "50",
+                 "--data-dir", str(empty), "--json"])  # the bundled digits need no data directory
+    assert code == 0 and json.loads(capsys.readouterr().out)["exact_source"] == "enumeration"
