@@ -52,17 +52,20 @@ REFERENCE_INNER_SAMPLES = 2
 REFERENCE_REPLICAS = 200
 
 
-def reference_gradient(problem: Problem, generator: torch.Generator) -> tuple[torch.Tensor, str, float]:
-    """The gradient bias is measured against, its source, and its standard error (norm).
+def reference_gradient(problem: Problem, generator: torch.Generator) -> tuple[torch.Tensor, str, torch.Tensor]:
+    """The gradient bias is measured against, its source, and its per-coordinate standard error.
 
-    Closed form if the problem has one, else enumeration if the node is small enough,
-    else the mean of many unbiased RLOO estimates with its own standard error.
+    Closed form if the problem has one, else enumeration if the node is small enough
+    (standard error 0), else the mean of many unbiased RLOO estimates with its own
+    standard error.
     """
     closed = problem.exact_gradient()
     if closed is not None:
-        return flatten(closed), "closed-form", 0.0
+        grad = flatten(closed)
+        return grad, "closed-form", torch.zeros_like(grad)
     try:
-        return flatten(exact_objective_and_gradient(problem)[1]), "enumeration", 0.0
+        grad = flatten(exact_objective_and_gradient(problem)[1])
+        return grad, "enumeration", torch.zeros_like(grad)
     except NotApplicable:
         pass
     rloo = ESTIMATORS["rloo"]
@@ -73,17 +76,16 @@ def reference_gradient(problem: Problem, generator: torch.Generator) -> tuple[to
         for i, name in enumerate(names)
     }).to(device)
     estimates = replicated_gradients(problem, estimators, REFERENCE_REPLICAS, generator)
-    standard_error = float((estimates.var(0) / REFERENCE_REPLICAS).sum().sqrt())
-    return estimates.mean(0), "sampled", standard_error
+    return estimates.mean(0), "sampled", (estimates.var(0) / REFERENCE_REPLICAS).sqrt()
 
 
 def _statistics(problem, estimators, replicas, generator, device) -> dict[str, float]:
     reference, source, reference_se = reference_gradient(problem, generator)
-    stats, seconds = gradient_statistics(problem, estimators, reference, replicas, generator, device)
+    stats, seconds = gradient_statistics(problem, estimators, reference, replicas, generator, device, reference_se)
     out = {name: getattr(stats, name) for name in SCALAR_STATS}
     out["seconds_per_estimate"] = seconds
     out["reference_is_exact"] = float(source != "sampled")
-    out["reference_standard_error"] = reference_se
+    out["reference_standard_error"] = float(reference_se.norm())
     return out
 
 

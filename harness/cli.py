@@ -126,7 +126,8 @@ def gradcheck(
     noise_seed = derive_seed("gradcheck", problem_id, problem.options(), seed)
     generator = make_generator(noise_seed, torch_device)
     try:
-        stats, seconds = gradient_statistics(problem, estimators, exact, replicas, generator, torch_device)
+        stats, seconds = gradient_statistics(problem, estimators, exact, replicas, generator, torch_device,
+                                             reference_se)
     except NotApplicable as err:
         raise UsageError(str(err)) from None
     return {
@@ -139,7 +140,7 @@ def gradcheck(
         "device": str(torch_device),
         "dtype": dtype,
         "exact_source": source,
-        "reference_standard_error": reference_se,
+        "reference_standard_error": float(reference_se.norm()),
         **stats.as_dict(),
         "evals_per_estimate": problem.evals_per_estimate(estimators),
         "seconds_per_estimate": seconds,

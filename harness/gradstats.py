@@ -105,8 +105,13 @@ def _cosine(a: Tensor, b: Tensor) -> float:
     return float(a @ b) / denominator if denominator > 0 else math.nan
 
 
-def summarise(estimates: Tensor, exact: Tensor) -> GradientStatistics:
-    """Bias, variance, MSE, cosine and SNR of ``estimates`` ``(R, P)`` against ``exact`` ``(P,)``."""
+def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = None) -> GradientStatistics:
+    """Bias, variance, MSE, cosine and SNR of ``estimates`` ``(R, P)`` against ``exact`` ``(P,)``.
+
+    ``reference_se`` (per coordinate) is the standard error of a sampled reference; the
+    bias z-scores then use ``sqrt(se^2 + reference_se^2)``, the standard error of the
+    difference of two independent means.
+    """
     estimates = estimates.detach().to(torch.float64)
     exact = exact.detach().to(torch.float64).reshape(-1)
     r = estimates.shape[0]
@@ -114,10 +119,11 @@ def summarise(estimates: Tensor, exact: Tensor) -> GradientStatistics:
     variance = estimates.var(0, unbiased=True)
     se = (variance / r).sqrt()
     bias = mean - exact
+    combined = se if reference_se is None else (se**2 + reference_se.detach().to(torch.float64).reshape(-1) ** 2).sqrt()
     # Float round-off alone makes |bias| ~ eps * |g|; an estimator with (near) zero
     # variance would otherwise get an enormous z-score for a bias of 1e-17.
     roundoff = ROUNDOFF_ULPS * torch.finfo(torch.float64).eps * torch.maximum(exact.abs(), mean.abs())
-    z = bias.abs() / torch.maximum(se, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
+    z = bias.abs() / torch.maximum(combined, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
     std = variance.sqrt()
     snr = torch.where(std > 0, mean.abs() / std, torch.full_like(std, math.inf))
     norms = estimates.norm(dim=1) * exact.norm()
@@ -146,9 +152,10 @@ def gradient_statistics(
     replicas: int,
     generator: torch.Generator,
     device: torch.device,
+    reference_se: Tensor | None = None,
 ) -> tuple[GradientStatistics, float]:
     """Statistics of ``replicas`` estimates and the wall-clock seconds per estimate."""
     watch = Stopwatch(device)
     with watch.time():
         estimates = replicated_gradients(problem, estimators, replicas, generator)
-    return summarise(estimates, exact), watch.seconds / replicas
+    return summarise(estimates, exact, reference_se), watch.seconds / replicas

@@ -90,3 +90,12 @@ def test_seeds_depend_on_problem_config_and_index_only():
     assert a != derive_seed("bernoulli-toy", {"dim": 2}, 0)
     assert a != derive_seed("bernoulli-toy", {"dim": 1}, 1)
     assert 0 <= a < 2**63
+
+
+def test_sampled_reference_standard_error_enters_the_bias_z_score():
+    """z = |bias| / sqrt(se^2 + se_ref^2): the difference of two independent means."""
+    estimates = torch.tensor([[1.0], [3.0], [1.0], [3.0]], dtype=torch.float64)  # mean 2, se = sqrt(4/3 / 4)
+    se = (torch.tensor(4.0 / 3.0, dtype=torch.float64) / 4).sqrt()
+    exact = torch.tensor([2.0 - 3 * float(se)], dtype=torch.float64)
+    assert summarise(estimates, exact).bias_z_max == pytest.approx(3.0)
+    assert summarise(estimates, exact, se.reshape(1)).bias_z_max == pytest.approx(3.0 / 2**0.5)
