@@ -26,6 +26,12 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
 
 Noise comes only from the ``generator`` passed to ``forward``; see
 :mod:`estimators.noise` for the one-uniform-draw convention.
+
+Learned parts (NVIL's baseline, REBAR's scale and temperature, RELAX's control variate)
+are parameters of the estimator module. In training mode ``forward`` records an
+auxiliary loss for them (:meth:`Estimator.add_auxiliary_loss`), which the harness
+minimises after each step; the estimate's own value and gradient never depend on them
+in a way that biases an estimator declared unbiased.
 """
 
 from __future__ import annotations
@@ -82,6 +88,26 @@ class Estimator(torch.nn.Module):
         if samples > 1 and not self.multi_sample:
             raise ValueError(f"estimator {self.id!r} takes no samples > 1, got {samples}")
         self.samples = samples
+        self._auxiliary: list[Tensor] = []
+
+    def add_auxiliary_loss(self, loss: Tensor) -> None:
+        """Record a loss for this estimator's own parameters (training mode only)."""
+        if self.training:
+            self._auxiliary.append(loss)
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """The losses recorded since the last call, summed (None if none); clears them.
+
+        The harness minimises it with respect to this estimator's parameters only, after
+        each training step: a learned baseline's regression loss, or the squared norm of
+        the gradient estimate (its second moment, hence its variance, since the mean does
+        not depend on the control-variate parameters of an unbiased estimator).
+        """
+        if not self._auxiliary:
+            return None
+        total = torch.stack([loss.reshape(()) for loss in self._auxiliary]).sum()
+        self._auxiliary = []
+        return total
 
     @classmethod
     def supports(cls, node: str) -> bool:

@@ -61,6 +61,23 @@ class Node:
     def harden(self, y: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def perturb(self, logits: Tensor, u: Tensor) -> Tensor:
+        """Perturbed logits whose hard image is a sample (logistic / Gumbel noise from ``u``)."""
+        raise NotImplementedError
+
+    def harden_perturbed(self, y: Tensor) -> Tensor:
+        """The sample of perturbed logits ``y``: ``1[y > 0]`` or ``one_hot(argmax y)``."""
+        raise NotImplementedError
+
+    def conditional_perturb(self, logits: Tensor, z: Tensor, v: Tensor) -> Tensor:
+        """Perturbed logits drawn from their distribution given the sample ``z`` (noise ``v``),
+        reparameterised so that gradients w.r.t. ``logits`` flow (Tucker et al., 2017)."""
+        raise NotImplementedError
+
+    def soften(self, y: Tensor, temperature: float | Tensor) -> Tensor:
+        """Relaxed sample of perturbed logits: ``sigmoid(y / t)`` or ``softmax(y / t)``."""
+        raise NotImplementedError
+
     def check_logits(self, logits: Tensor) -> None:
         if not isinstance(logits, Tensor):
             raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -102,6 +119,22 @@ class BernoulliNode(Node):
         """Binary Concrete sample ``sigmoid((logits + L) / temperature)``, L logistic."""
         return torch.sigmoid((logits + noise.logistic(u)) / temperature)
 
+    def perturb(self, logits: Tensor, u: Tensor) -> Tensor:
+        return logits + noise.logistic(u)
+
+    def harden_perturbed(self, y: Tensor) -> Tensor:
+        return (y > 0).to(y.dtype)
+
+    def conditional_perturb(self, logits: Tensor, z: Tensor, v: Tensor) -> Tensor:
+        """``logits + logit(u~)`` with ``u~ ~ U(1 - p, 1)`` if ``z = 1`` and ``U(0, 1 - p)`` if 0."""
+        p = torch.sigmoid(logits)
+        u = z * (1 - p + v * p) + (1 - z) * (v * (1 - p))
+        eps = torch.finfo(u.dtype).eps
+        return logits + noise.logistic(u.clamp(eps, 1 - eps))
+
+    def soften(self, y: Tensor, temperature: float | Tensor) -> Tensor:
+        return torch.sigmoid(y / temperature)
+
     def num_states(self, event_shape: torch.Size) -> int:
         return 2 ** int(event_shape[-1])
 
@@ -142,6 +175,24 @@ class CategoricalNode(Node):
     def relaxed(self, logits: Tensor, u: Tensor, temperature: float) -> Tensor:
         """Gumbel-Softmax sample ``softmax((logits + G) / temperature)``."""
         return torch.softmax((logits + noise.gumbel(u)) / temperature, dim=-1)
+
+    def perturb(self, logits: Tensor, u: Tensor) -> Tensor:
+        return logits + noise.gumbel(u)
+
+    def harden_perturbed(self, y: Tensor) -> Tensor:
+        return F.one_hot(torch.argmax(y, dim=-1), y.shape[-1]).to(y.dtype)
+
+    def conditional_perturb(self, logits: Tensor, z: Tensor, v: Tensor) -> Tensor:
+        """Given the argmax ``i`` (one-hot ``z``) and ``E = -log v ~ Exp(1)``: the maximum is
+        ``M = logsumexp(logits) - log E_i``, and every other coordinate is a Gumbel truncated
+        at M, ``y_j = -log(exp(-M) + E_j exp(-logits_j))``."""
+        log_e = torch.log(-torch.log(v))
+        top = torch.logsumexp(logits, -1, keepdim=True) - (z * log_e).sum(-1, keepdim=True)
+        rest = -torch.logaddexp(-top, log_e - logits)
+        return z * top + (1 - z) * rest
+
+    def soften(self, y: Tensor, temperature: float | Tensor) -> Tensor:
+        return torch.softmax(y / temperature, dim=-1)
 
     def num_states(self, event_shape: torch.Size) -> int:
         d, k = int(event_shape[-2]), int(event_shape[-1])

@@ -1,7 +1,10 @@
 """Noise sources drawn from an explicit ``torch.Generator``.
 
-Every sampling estimator in dgbench draws exactly one uniform tensor ``u`` of shape
-``(S, *logits.shape)`` per call, through :func:`uniform`. That convention is what
+Every sampling estimator in dgbench draws exactly one uniform tensor ``u`` per call,
+through :func:`uniform`: of shape ``(S, *logits.shape)``, or ``(n, S, *logits.shape)`` for
+estimators that need ``n`` independent noise sources per sample (REBAR and RELAX: the
+sample's noise and the conditional noise, ``n = 2``; Gumbel-Rao: ``n = 1 + K``), with
+``u[0]`` the sample's own noise. That convention is what
 lets the harness give every estimator common random numbers, lets tests reproduce
 an estimator's noise from a cloned generator, and keeps the global RNG untouched.
 """

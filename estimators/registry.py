@@ -10,11 +10,16 @@ from estimators.base import Estimator
 from estimators.darn import DARN
 from estimators.disarm import DisARM
 from estimators.exact import Exact
+from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_softmax import GumbelSoftmax
 from estimators.muprop import MuProp
+from estimators.nvil import NVIL
+from estimators.rebar import REBAR
 from estimators.reinforce import Reinforce
 from estimators.reinforce_ema import ReinforceEMA
 from estimators.reinforce_optimal import ReinforceOptimal
+from estimators.reinmax import ReinMax
+from estimators.relax import RELAX
 from estimators.rloo import RLOO
 from estimators.st_gumbel_softmax import STGumbelSoftmax
 from estimators.straight_through import StraightThrough
@@ -34,6 +39,11 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         STGumbelSoftmax,
         ARM,
         DisARM,
+        NVIL,
+        REBAR,
+        RELAX,
+        GumbelRao,
+        ReinMax,
     )
 }
 

@@ -97,9 +97,38 @@ def _gradstats(cell: Cell, device: torch.device) -> dict[str, Any]:
     return {"status": "done", "metrics": metrics}
 
 
+def materialize(problem: Problem, estimators: torch.nn.ModuleDict, cell: Cell) -> None:
+    """Give lazily-shaped estimator parameters (sized by the node) their shapes: one
+    objective evaluation in eval mode, so that no estimator state changes."""
+    if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in estimators.parameters()):
+        return
+    device = problem.logits().device
+    estimators.eval()
+    with torch.no_grad():
+        problem.loss(estimators, make_generator(derive_seed("materialize", cell.problem, cell.options, cell.seed), device))
+    estimators.train()
+
+
+def _step_estimators(estimators: torch.nn.ModuleDict) -> dict[str, float]:
+    """Gradients of each estimator's auxiliary loss w.r.t. its own parameters only."""
+    losses = {}
+    for name, estimator in estimators.items():
+        aux = estimator.auxiliary_loss()
+        if aux is None:
+            continue
+        params = [p for p in estimator.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(aux, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+        losses[name] = float(aux.detach())
+    return losses
+
+
 def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
     s = cell.settings
     problem, estimators = build(cell, device)
+    materialize(problem, estimators, cell)
     params = list(problem.parameters()) + list(estimators.parameters())
     optimizer = (torch.optim.Adam if s["optimizer"] == "adam" else torch.optim.SGD)(params, lr=s["lr"])
     generator = make_generator(derive_seed("train", cell.problem, cell.options, cell.seed), device)
@@ -116,6 +145,7 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             loss = problem.loss(estimators, generator)
             (sign * loss).backward()
+            estimator_losses = _step_estimators(estimators)
             objective = float(loss.detach())
             finite = math.isfinite(objective) and all(
                 p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
@@ -124,6 +154,7 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
                 optimizer.step()
         if step % s["log_every"] == 0 or not finite:
             series.append((step, watch.seconds, "objective", objective))
+            series.extend((step, watch.seconds, f"estimator_loss_{name}", v) for name, v in estimator_losses.items())
         if not finite:
             status, reason = "diverged", f"non-finite objective or gradient at step {step}"
             break

@@ -66,6 +66,10 @@ class CoupledSine:
     def __call__(self, z: Tensor) -> Tensor:
         return 2 * torch.sin(self._sum(self.w * z)) + self._sum(self.a * z)
 
+    def grad(self, z: Tensor) -> Tensor:
+        inner = torch.cos(self._sum(self.w * z))
+        return 2 * inner.reshape(inner.shape + (1,) * self.event_dims) * self.w + self.a
+
 
 class Linear:
     """f(z) = w . vec(z) + 0.25."""

@@ -148,6 +148,104 @@ def exact(node, logits, u, f, est):
     return grad, value
 
 
+def perturbed(node, theta, u):
+    if node == "bernoulli":
+        return theta + torch.log(u) - torch.log(1 - u)
+    return theta - torch.log(-torch.log(u))
+
+
+def hard_of(node, y):
+    if node == "bernoulli":
+        return (y > 0).to(DTYPE)
+    return F.one_hot(y.argmax(-1), y.shape[-1]).to(DTYPE)
+
+
+def conditional(node, theta, b, v):
+    """Perturbed logits given the sample b (REBAR, appendix): written from the formulas."""
+    if node == "bernoulli":
+        p = torch.sigmoid(theta)
+        ut = torch.where(b == 1, 1 - p + v * p, v * (1 - p))
+        return theta + torch.log(ut) - torch.log(1 - ut)
+    e = -torch.log(v)
+    top = torch.log(torch.exp(theta).sum(-1, keepdim=True)) - torch.log((b * e).sum(-1, keepdim=True))
+    rest = -torch.log(torch.exp(-top) + e * torch.exp(-theta))
+    return torch.where(b == 1, top, rest)
+
+
+def soft(node, y, t):
+    return torch.sigmoid(y / t) if node == "bernoulli" else torch.softmax(y / t, -1)
+
+
+def d_dtheta(fn, theta):
+    """Derivative of a scalar hand-written function of the logits."""
+    theta = theta.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(theta), theta)
+    return g
+
+
+def mlp(net, x):
+    """A one-hidden-layer tanh network written out from its weights."""
+    first, last = net[0], net[2]
+    return (torch.tanh(x @ first.weight.T + first.bias) @ last.weight.T + last.bias).squeeze(-1)
+
+
+def flat(node, x):
+    return x if node == "bernoulli" else x.flatten(-2)
+
+
+def nvil(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    b = mlp(est.baseline, flat(node, logits))
+    signal = f(z) - float(est.mean) - b
+    return (expand(signal, node) * (z - probs(node, logits))).mean(0), f(z).mean(0)
+
+
+def rebar(node, logits, u, f, est):
+    eta, lam, s = est.eta, est.temperature, u.shape[1]
+    b = hard_of(node, perturbed(node, logits, u[0]))
+    f_cond = f(soft(node, conditional(node, logits, b, u[1]), lam))
+    pathwise = d_dtheta(lambda th: (f(soft(node, perturbed(node, th, u[0]), lam))
+                                    - f(soft(node, conditional(node, th, b, u[1]), lam))).sum(), logits)
+    grad = (expand(f(b) - eta * f_cond, node) * (b - probs(node, logits))).mean(0) + eta * pathwise / s
+    return grad, f(b).mean(0)
+
+
+def relax(node, logits, u, f, est):
+    s = u.shape[1]
+    b = hard_of(node, perturbed(node, logits, u[0]))
+
+    def c(y):
+        return mlp(est.control, flat(node, soft(node, y, 1.0)))
+
+    c_cond = c(conditional(node, logits, b, u[1]))
+    pathwise = d_dtheta(lambda th: (c(perturbed(node, th, u[0])) - c(conditional(node, th, b, u[1]))).sum(), logits)
+    grad = (expand(f(b) - c_cond, node) * (b - probs(node, logits))).mean(0) + pathwise / s
+    return grad, f(b).mean(0)
+
+
+def gumbel_rao(node, logits, u, f, est):
+    s = u.shape[1]
+    b = hard_of(node, perturbed(node, logits, u[0]))
+    v = f.grad(b)
+    noise = conditional(node, logits, b, u[1:]) - logits  # held fixed
+    grad = d_dtheta(lambda th: (soft(node, th + noise, TAU).mean(0) * v).sum(), logits) / s
+    return grad, f(b).mean(0)
+
+
+def reinmax(node, logits, u, f, est):
+    d = hard(node, logits, u)
+    v = f.grad(d)
+
+    def jt(pi):
+        return pi * (1 - pi) * v if node == "bernoulli" else pi * (v - (pi * v).sum(-1, keepdim=True))
+
+    pi1 = (d + probs(node, logits / TAU)) / 2
+    return (2 * jt(pi1) - 0.5 * jt(probs(node, logits))).mean(0), f(d).mean(0)
+
+
+# Noise sources per sample (u has shape (n, S, *logits.shape) when n > 1).
+NOISE_SOURCES = {"rebar": lambda est: 2, "relax": lambda est: 2, "gumbel-rao": lambda est: 1 + est.draws}
+
 FORMULAS = {
     "exact": exact,
     "reinforce": reinforce,
@@ -161,6 +259,11 @@ FORMULAS = {
     "st-gumbel-softmax": st_gumbel_softmax,
     "arm": arm,
     "disarm": disarm,
+    "nvil": nvil,
+    "rebar": rebar,
+    "relax": relax,
+    "gumbel-rao": gumbel_rao,
+    "reinmax": reinmax,
 }
 PAIRS = [(eid, node) for eid, cls in ESTIMATORS.items() for node in ("bernoulli", "categorical") if cls.supports(node)]
 
@@ -181,7 +284,25 @@ def build(eid, node):
     if eid == "reinforce-ema":  # a non-trivial baseline state, as after 3 updates
         est.average.fill_(0.37)
         est.updates.fill_(3)
+    randomize_learned_parts(est, node)
     return est.eval()
+
+
+def randomize_learned_parts(est, node, seed=0):
+    """Give learned baselines/control variates random (not initial) values."""
+    if est.id == "rebar":
+        with torch.no_grad():
+            est.eta_parameter.fill_(0.63)
+            est.log_temperature.fill_(-0.4)
+    if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in est.parameters()):
+        est.eval()(LOGITS[node].clone(), CoupledQuadratic(node), generator=torch.Generator().manual_seed(99))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in est.named_parameters():
+            if name not in ("eta_parameter", "log_temperature"):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    if est.id == "nvil":
+        est.mean.fill_(0.21)
 
 
 @pytest.mark.parametrize("eid,node", PAIRS)
@@ -195,7 +316,8 @@ def test_single_draw_matches_hand_formula(eid, node):
     (grad,) = torch.autograd.grad(out, logits)
 
     generator.set_state(state)
-    u = uniform((est.samples, *logits.shape), generator, logits)
+    n = NOISE_SOURCES.get(eid, lambda est: 1)(est)
+    u = uniform(((n,) if n > 1 else ()) + (est.samples, *logits.shape), generator, logits)
     expected_grad, expected_value = FORMULAS[eid](node, logits.detach(), u, f, est)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out.detach(), expected_value, rtol=1e-10, atol=1e-12)

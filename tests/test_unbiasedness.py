@@ -18,6 +18,7 @@ from estimators import ESTIMATORS
 from harness.gradstats import flatten, replicated_gradients, summarise
 from harness.seeding import make_generator
 from problems import PROBLEMS
+from tests.test_exact_single_draw import randomize_learned_parts
 from tests.helpers import (
     LOGITS, CoupledQuadratic, CoupledSine, exact_logit_gradient, replicated_logit_gradients, z_critical, z_scores,
 )
@@ -31,12 +32,15 @@ PAIRS = [(eid, node) for eid in UNBIASED for node in ("bernoulli", "categorical"
 
 
 def build(eid, node, seed=7):
+    """The estimator with random (not initial) values of any baseline or learned part:
+    unbiasedness must hold whatever they are."""
     est = ESTIMATORS[eid](node).eval()
-    if eid == "reinforce-ema":  # any baseline state must keep it unbiased: use a random one
+    if eid == "reinforce-ema":
         g = torch.Generator().manual_seed(seed)
         est.average.fill_(float(torch.randn((), generator=g, dtype=torch.float64)) * 3)
         est.updates.fill_(5)
-    return est
+    randomize_learned_parts(est, node, seed)
+    return est.eval()
 
 
 def passes_z_test(estimates, exact):

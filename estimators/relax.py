@@ -1,0 +1,69 @@
+"""RELAX: REBAR's construction with a learned control variate c_psi in place of f.
+
+With perturbed logits ``z``, the hard sample ``b = H(z)`` and ``z~ ~ p(z | b)`` as in
+REBAR:
+
+    g = [f(b) - c(z~)] d log q(b)/d logits + d c(z)/d logits - d c(z~)/d logits
+
+Unbiased for every c. Here ``c(z) = MLP(soften(z, 1))``, a network with one tanh hidden
+layer of ``hidden`` units on the flattened relaxed sample of each batch element (its
+output starts at zero), so f is
+only evaluated at hard samples (1 evaluation per sample) and need not be differentiable.
+In training mode the estimator records ``sum g^2`` (mean over batch elements) as its
+auxiliary loss; its gradient w.r.t. psi (double backpropagation through the pathwise
+terms) is the gradient of the estimate's variance.
+
+Grathwohl, Choi, Wu, Roeder & Duvenaud (2018), Backpropagation through the Void:
+Optimizing control variates for black-box gradient estimation, ICLR.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from estimators import noise
+from estimators.base import Estimator, Objective
+from estimators.networks import control_network
+from estimators.rebar import second_moment
+
+
+class RELAX(Estimator):
+    id = "relax"
+    family = "both"
+    unbiased = True
+    relaxed = False
+    evals_per_sample = 1
+    paper = "Grathwohl et al. (2018), Backpropagation through the Void, ICLR"
+
+    def __init__(self, node: str = "bernoulli", *, samples: int = 1, hidden: int = 10, learn: bool = True) -> None:
+        super().__init__(node, samples)
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.hidden, self.learn = hidden, learn
+        self.control = control_network(hidden)
+
+    def control_variate(self, z: Tensor) -> Tensor:
+        """``c(z)`` per sample and batch element: ``(S, *batch, event) -> (S, *batch)``."""
+        x = self.node.soften(z, 1.0)
+        if self.node.event_dims == 2:
+            x = x.flatten(-2)
+        return self.control(x.to(torch.float64)).squeeze(-1).to(z.dtype)
+
+    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        u = noise.uniform((2, self.samples, *logits.shape), generator, logits)
+        record = self.training and self.learn  # learn=False: c stays at its initial value
+        with torch.enable_grad():
+            theta = logits.detach().requires_grad_(True)
+            z = self.node.perturb(theta, u[0])
+            b = self.node.harden_perturbed(z.detach())
+            z_cond = self.node.conditional_perturb(theta, b, u[1])
+            fb = self.evaluate(f, b, logits)
+            c_cond = self.control_variate(z_cond)
+            (pathwise,) = torch.autograd.grad((self.control_variate(z) - c_cond).sum(), theta, create_graph=record)
+            signal = fb.detach() - (c_cond if record else c_cond.detach())
+            score = self.node.score(b, theta.detach())
+            g = (self.node.per_sample(signal) * score).mean(0) + pathwise / self.samples
+        if record:
+            self.add_auxiliary_loss(second_moment(self.node, g))
+        return self.attach(fb.mean(0), logits, g.detach())
