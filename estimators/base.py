@@ -23,6 +23,10 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
 ``extra_evals``       f evaluations per call independent of ``samples``
 ``multi_sample``      ``samples > 1`` is allowed
 ``min_samples``       smallest ``samples`` the method is defined for
+``evals_scale_with_event``  f evaluations per sample grow with the node's size (IndeCateR:
+                      one per unit and value); budgets cannot equalise it
+``multi_sample_bound``  estimates the gradient of ``E log mean_k exp f(z_k)`` (VIMCO), for
+                      problems that expose a k-sample bound, instead of ``E f``
 
 Noise comes only from the ``generator`` passed to ``forward``; see
 :mod:`estimators.noise` for the one-uniform-draw convention.
@@ -72,6 +76,8 @@ class Estimator(torch.nn.Module):
     extra_evals: ClassVar[int] = 0
     multi_sample: ClassVar[bool] = True
     min_samples: ClassVar[int] = 1
+    evals_scale_with_event: ClassVar[bool] = False
+    multi_sample_bound: ClassVar[bool] = False
     paper: ClassVar[str] = ""
 
     def __init__(self, node: str = "bernoulli", samples: int | None = None) -> None:
@@ -128,6 +134,8 @@ class Estimator(torch.nn.Module):
             "extra_evals": cls.extra_evals,
             "multi_sample": cls.multi_sample,
             "min_samples": cls.min_samples,
+            "evals_scale_with_event": cls.evals_scale_with_event,
+            "multi_sample_bound": cls.multi_sample_bound,
             "hyperparameters": cls.default_hyperparameters(),
             "paper": cls.paper,
         }

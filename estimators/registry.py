@@ -12,6 +12,7 @@ from estimators.disarm import DisARM
 from estimators.exact import Exact
 from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_softmax import GumbelSoftmax
+from estimators.indecater import IndeCateR
 from estimators.muprop import MuProp
 from estimators.nvil import NVIL
 from estimators.rebar import REBAR
@@ -23,6 +24,7 @@ from estimators.relax import RELAX
 from estimators.rloo import RLOO
 from estimators.st_gumbel_softmax import STGumbelSoftmax
 from estimators.straight_through import StraightThrough
+from estimators.vimco import VIMCO
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.id: cls
@@ -44,6 +46,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         RELAX,
         GumbelRao,
         ReinMax,
+        IndeCateR,
+        VIMCO,
     )
 }
 

@@ -23,6 +23,7 @@ from harness.enumeration import exact_objective_and_gradient
 from harness.gradstats import flatten, gradient_statistics, replicated_gradients
 from harness.seeding import derive_seed, make_generator
 from harness.suites import Cell
+from problems.base import NotApplicable as ProblemNotApplicable
 from problems.base import Problem
 from problems.registry import PROBLEMS
 
@@ -186,7 +187,7 @@ def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
         return {"status": "skipped", "reason": cell.skip_reason, "started": started, "finished": started}
     try:
         result = RUNNERS[cell.kind](cell, torch.device(device))
-    except NotApplicable as err:
+    except (NotApplicable, ProblemNotApplicable) as err:
         result = {"status": "skipped", "reason": str(err)}
     except Exception as err:
         result = {"status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from estimators.base import NotApplicable
+from problems.base import NotApplicable as ProblemNotApplicable
 from estimators.plugin import PluginError, resolve_estimator
 from estimators.registry import ESTIMATORS
 from harness.devices import DeviceUnavailable, resolve_device
@@ -109,6 +110,13 @@ def gradcheck(
         torch_device = resolve_device(device)
     except (OptionError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
+    if estimator_cls.multi_sample_bound:
+        k = problem_options.get(problem_cls.bound_option, problem_cls.default_options().get(problem_cls.bound_option)) \
+            if problem_cls.bound_option else None
+        if not k or k < 2:
+            raise UsageError(f"{estimator_cls.id} estimates the gradient of a k-sample bound; {problem_id} "
+                             + (f"needs --option {problem_cls.bound_option}=K with K > 1" if k else "has no such objective"))
+        estimator_hparams.setdefault("samples", k)
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
@@ -128,7 +136,7 @@ def gradcheck(
     try:
         stats, seconds = gradient_statistics(problem, estimators, exact, replicas, generator, torch_device,
                                              reference_se)
-    except NotApplicable as err:
+    except (NotApplicable, ProblemNotApplicable) as err:
         raise UsageError(str(err)) from None
     return {
         "problem": problem_id,

@@ -120,9 +120,10 @@ def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = No
     se = (variance / r).sqrt()
     bias = mean - exact
     combined = se if reference_se is None else (se**2 + reference_se.detach().to(torch.float64).reshape(-1) ** 2).sqrt()
-    # Float round-off alone makes |bias| ~ eps * |g|; an estimator with (near) zero
+    # Float round-off alone makes |bias| ~ eps * max|g|; an estimator with (near) zero
     # variance would otherwise get an enormous z-score for a bias of 1e-17.
-    roundoff = ROUNDOFF_ULPS * torch.finfo(torch.float64).eps * torch.maximum(exact.abs(), mean.abs())
+    scale = torch.maximum(exact.abs().max(), mean.abs().max())  # round-off follows the largest terms
+    roundoff = ROUNDOFF_ULPS * torch.finfo(torch.float64).eps * scale
     z = bias.abs() / torch.maximum(combined, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
     std = variance.sqrt()
     snr = torch.where(std > 0, mean.abs() / std, torch.full_like(std, math.inf))

@@ -212,6 +212,8 @@ def samples_for_budget(cls: type[Estimator], budget: dict[str, int]) -> tuple[in
     """Samples per estimate under the budget, or None with the reason it cannot be met."""
     if cls.evals_per_sample is None:  # `exact`: an oracle, outside any budget
         return None, None
+    if cls.evals_scale_with_event:  # its cost depends on the node: run its default, report its cost
+        return None, None
     if "samples" in budget:
         samples = budget["samples"]
     else:
@@ -252,6 +254,14 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
                 reason = f"estimator family {ecls.family!r} does not cover the {pcls.family} problem"
             elif ecls.relaxed and not pcls.differentiable:
                 reason = "relaxed estimator, but the problem's objective is not differentiable in z"
+            elif ecls.multi_sample_bound:
+                k = spec["options"].get(pcls.bound_option, pcls.default_options().get(pcls.bound_option, 1)) \
+                    if pcls.bound_option else None
+                if k is None or k < 2:
+                    reason = ("estimates the gradient of a k-sample bound; the problem's objective is not one"
+                              + (f" (set {pcls.bound_option} > 1)" if pcls.bound_option else ""))
+                else:
+                    hyper["samples"] = k
             else:
                 samples, reason = samples_for_budget(ecls, suite.budget)
                 if samples is not None and "samples" in ecls.default_hyperparameters():

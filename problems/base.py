@@ -12,6 +12,9 @@ Class attributes:
 ``differentiable``  whether f is differentiable in z (relaxed estimators need it)
 ``batch_dims``      trailing batch dims of the per-sample values that :meth:`objective`
                     averages over (0 for toys, 1 for problems on minibatches of data)
+``bound_option``    the option holding k where the objective can be a k-sample bound
+                    (``bound_samples``; None: no such objective). Estimators declaring
+                    ``multi_sample_bound`` (VIMCO) apply only when k > 1.
 
 Methods:
 
@@ -50,12 +53,17 @@ Estimate = Callable[..., Tensor]
 Estimators = Mapping[str, Estimate] | torch.nn.ModuleDict | Estimate
 
 
+class NotApplicable(ValueError):
+    """The problem cannot host this estimator (the harness records the cell as skipped)."""
+
+
 class Problem(torch.nn.Module):
     id: ClassVar[str] = ""
     family: ClassVar[str] = "bernoulli"
     minimize: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
     batch_dims: ClassVar[int] = 0
+    bound_option: ClassVar[str | None] = None
     description: ClassVar[str] = ""
 
     def node_names(self) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from problems import latent
-from problems.base import Estimators
+from problems.base import Estimators, NotApplicable
 from problems.datasets import image_splits, prepare
 from problems.lvm import LatentVariableModel
 
@@ -49,6 +49,7 @@ class SBNTwoLayer(LatentVariableModel):
     id = "sbn-two-layer"
     family = "bernoulli"
     differentiable = True
+    bound_option = "bound_samples"
     description = "Sigmoid belief network, 2 linear stochastic layers of 200 units, binarized MNIST (NVIL/REBAR)"
 
     def __init__(
@@ -137,6 +138,11 @@ class SBNTwoLayer(LatentVariableModel):
     def objective(self, estimators: Estimators, logits: Tensor, generator: torch.Generator | None) -> Tensor:
         ests = self.node_estimators(estimators)
         names = self.node_names()
+        if getattr(ests[names[0]], "multi_sample_bound", False):
+            raise NotApplicable(
+                "a multi-sample-bound estimator (VIMCO) needs the k joint samples' learning signals at "
+                "every layer; with this problem's nested per-layer estimators it is not supported yet"
+            )
 
         def layer_objective(level: int, hs: list[Tensor], qs: list[Tensor]) -> Callable[[Tensor], Tensor]:
             def f(h: Tensor) -> Tensor:

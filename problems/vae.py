@@ -14,7 +14,10 @@ divergence between the two factorised distributions is computed and differentiat
 exactly, as in the Gumbel-Softmax paper. With ``kl="sampled"``,
 ``f(z) = log p(x, z) - log q(z | x)`` (the single-sample learning signal of the
 REBAR/RELAX/ARM/DisARM experiments), whose dependence on the encoder through
-``log q`` is differentiated pathwise. The decoder and a learned prior get pathwise
+``log q`` is differentiated pathwise. With ``bound_samples = k > 1`` the objective is the
+k-sample importance-weighted bound ``E log (1/k) sum_i p(x, z_i) / q(z_i | x)`` (Burda et
+al., 2016): the node then holds the k samples' units side by side, f is the bound of
+one joint draw, and VIMCO instead draws the k samples itself with f = log w. The decoder and a learned prior get pathwise
 gradients through the estimate's value.
 
 Choices (the same for every estimator): encoder inputs are centred by the training
@@ -47,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from problems import latent
-from problems.base import Estimators
+from problems.base import Estimators, NotApplicable
 from problems.datasets import image_splits, prepare
 from problems.lvm import LatentVariableModel
 
@@ -79,6 +82,7 @@ class DiscreteVAE(LatentVariableModel):
     """One discrete latent layer; subclasses fix the family, data set and defaults."""
 
     family: ClassVar[str] = "bernoulli"
+    bound_option = "bound_samples"
     dataset: ClassVar[str] = "mnist"
     activation: ClassVar[str] = "leaky_relu"
     differentiable = True
@@ -92,6 +96,7 @@ class DiscreteVAE(LatentVariableModel):
         batch_size: int,
         prior: str,
         kl: str,
+        bound_samples: int,
         iw_samples: int,
         eval_examples: int,
         dtype: torch.dtype,
@@ -105,6 +110,9 @@ class DiscreteVAE(LatentVariableModel):
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if kl not in KL_MODES:
             raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+        if bound_samples < 1:
+            raise ValueError(f"bound_samples must be >= 1, got {bound_samples}")
+        self.bound_samples = bound_samples
         self.latents, self.hidden, self.batch_size = latents, hidden, batch_size
         self.prior, self.kl, self.iw_samples, self.eval_examples = prior, kl, iw_samples, eval_examples
         self.latent_shape = (latents,) if self.family == "bernoulli" else (latents, categories)
@@ -144,14 +152,29 @@ class DiscreteVAE(LatentVariableModel):
 
     def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
         logits = self.encode(x)
-        z = latent.sample(self.family, logits, samples, generator)
-        return (self.log_likelihood(x, z) + latent.log_prob(self.family, z, self.prior_logits)
-                - latent.log_prob(self.family, z, logits))
+        return self._log_weight(latent.sample(self.family, logits, samples, generator), logits, x)
 
     # The problem contract -------------------------------------------------------------
 
     def logits(self) -> Tensor:
-        return self.encode(self.x)
+        logits = self.encode(self.x)
+        if self.bound_samples == 1:
+            return logits
+        # The k joint samples of the k-sample bound side by side: k copies of the units.
+        repeats = [1] * logits.dim()
+        repeats[logits.dim() - latent.event_dims(self.family)] = self.bound_samples
+        return logits.repeat(*repeats)
+
+    def _blocks(self, t: Tensor) -> Tensor:
+        """``(..., k*D[, K]) -> (..., k, D[, K])``: split the tiled units into the k samples."""
+        axis = t.dim() - latent.event_dims(self.family)
+        return t.unflatten(axis, (self.bound_samples, self.latents))
+
+    def _log_weight(self, z: Tensor, logits: Tensor, x: Tensor | None = None) -> Tensor:
+        """``log p(x, z) - log q(z | x)`` per sample (``q`` from ``logits``, pathwise)."""
+        x = self.x if x is None else x
+        return (self.log_likelihood(x, z) + latent.log_prob(self.family, z, self.prior_logits)
+                - latent.log_prob(self.family, z, logits))
 
     def logit_parameters(self) -> dict[str, nn.Parameter]:
         return {f"encoder.{k}": v for k, v in self.encoder.named_parameters()}
@@ -165,15 +188,27 @@ class DiscreteVAE(LatentVariableModel):
         return -latent.kl_divergence(self.family, logits, self.prior_logits)
 
     def objective(self, estimators: Estimators, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+        estimator = self.node_estimators(estimators)["z"]
+        if getattr(estimator, "multi_sample_bound", False):
+            return self._bound_by_multi_sample_estimator(estimator, logits, generator)
+        if self.bound_samples > 1:
+            def bound(z: Tensor) -> Tensor:  # x gets a dim for the k blocks of units
+                return latent.logmeanexp(self._log_weight(self._blocks(z), self._blocks(logits), self.x.unsqueeze(-2)), -1)
+
+            return self.reduce(estimator(logits, bound, generator=generator))
         if self.kl == "analytic":
             return super().objective(estimators, logits, generator)
-        estimator = self.node_estimators(estimators)["z"]
+        return self.reduce(estimator(logits, lambda z: self._log_weight(z, logits), generator=generator))
 
-        def signal(z: Tensor) -> Tensor:
-            return (self.f(z) + latent.log_prob(self.family, z, self.prior_logits)
-                    - latent.log_prob(self.family, z, logits))
-
-        return self.reduce(estimator(logits, signal, generator=generator))
+    def _bound_by_multi_sample_estimator(self, estimator, logits: Tensor, generator) -> Tensor:
+        """VIMCO: the estimator draws the k samples itself from one block of the logits."""
+        if self.bound_samples < 2:
+            raise NotApplicable(f"{estimator.id} estimates a k-sample bound; set bound_samples > 1 (it is 1)")
+        if estimator.samples != self.bound_samples:
+            raise NotApplicable(f"{estimator.id} draws samples={estimator.samples}, but the bound has "
+                                f"bound_samples={self.bound_samples}")
+        single = self._blocks(logits).select(logits.dim() - latent.event_dims(self.family), 0)
+        return self.reduce(estimator(single, lambda z: self._log_weight(z, single), generator=generator))
 
 
 class VAEBernoulliLinear(DiscreteVAE):
@@ -181,11 +216,11 @@ class VAEBernoulliLinear(DiscreteVAE):
     description = "Bernoulli VAE 784-200-784, linear, learned prior, binarized MNIST (DisARM/RELAX setup)"
 
     def __init__(self, *, latents: int = 200, hidden: str = "", batch_size: int = 50, prior: str = "learned",
-                 kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         super().__init__()
         self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
 class VAEBernoulliNonlinear(DiscreteVAE):
@@ -193,11 +228,11 @@ class VAEBernoulliNonlinear(DiscreteVAE):
     description = "Bernoulli VAE 784-[200-200]-200 / 200-[200-200]-784, LeakyReLU(0.3), binarized MNIST (DisARM)"
 
     def __init__(self, *, latents: int = 200, hidden: str = "200,200", batch_size: int = 50,
-                 prior: str = "learned", kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 prior: str = "learned", kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         super().__init__()
         self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
 class VAECategorical(DiscreteVAE):
@@ -207,13 +242,13 @@ class VAECategorical(DiscreteVAE):
     description = "Categorical VAE, 20 latents x 10 classes, 784-[512-256] MLPs, binarized MNIST (Gumbel-Softmax paper)"
 
     def __init__(self, *, latents: int = 20, categories: int = 10, hidden: str = "512,256",
-                 batch_size: int = 100, prior: str = "uniform", kl: str = "analytic", iw_samples: int = 100,
+                 batch_size: int = 100, prior: str = "uniform", kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100,
                  eval_examples: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu") -> None:
         super().__init__()
         self.categories = categories
         self._build(latents=latents, categories=categories, hidden=hidden, batch_size=batch_size, prior=prior,
-                    kl=kl, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+                    kl=kl, bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
 class VAEBernoulliDigits(DiscreteVAE):
@@ -222,11 +257,11 @@ class VAEBernoulliDigits(DiscreteVAE):
     description = "Bernoulli VAE 64-32-64, linear, learned prior, on the bundled 8x8 digits (no download)"
 
     def __init__(self, *, latents: int = 32, hidden: str = "", batch_size: int = 32, prior: str = "learned",
-                 kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         super().__init__()
         self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
 class VAECategoricalDigits(DiscreteVAE):
@@ -237,12 +272,12 @@ class VAECategoricalDigits(DiscreteVAE):
     description = "Categorical VAE, 6 latents x 4 classes (4096 states), 64-[32] MLPs, on the bundled digits"
 
     def __init__(self, *, latents: int = 6, categories: int = 4, hidden: str = "32", batch_size: int = 32,
-                 prior: str = "uniform", kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 prior: str = "uniform", kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         super().__init__()
         self.categories = categories
         self._build(latents=latents, categories=categories, hidden=hidden, batch_size=batch_size, prior=prior,
-                    kl=kl, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+                    kl=kl, bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
 MAX_TINY_LATENTS = 12
@@ -254,10 +289,10 @@ class VAEBernoulliTiny(DiscreteVAE):
     description = "Bernoulli VAE 64-12-64 on the digits: 4096 latent states, exact ELBO gradient by enumeration"
 
     def __init__(self, *, latents: int = 12, hidden: str = "", batch_size: int = 16, prior: str = "learned",
-                 kl: str = "analytic", iw_samples: int = 100, eval_examples: int = 0,
+                 kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> None:
         super().__init__()
         if latents > MAX_TINY_LATENTS:
             raise ValueError(f"vae-bernoulli-tiny is enumerable only up to {MAX_TINY_LATENTS} latents, got {latents}")
         self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)

@@ -243,6 +243,36 @@ def reinmax(node, logits, u, f, est):
     return (2 * jt(pi1) - 0.5 * jt(probs(node, logits))).mean(0), f(d).mean(0)
 
 
+def indecater(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    p = probs(node, logits)
+    units = logits.shape[0]
+    values = 2 if node == "bernoulli" else logits.shape[1]
+    table = torch.zeros(units, values, dtype=DTYPE)
+    for d in range(units):
+        for k in range(values):
+            zk = z.clone()
+            zk[:, d] = k if node == "bernoulli" else F.one_hot(torch.tensor(k), values).to(DTYPE)
+            table[d, k] = f(zk).mean()
+    if node == "bernoulli":
+        return p * (1 - p) * (table[:, 1] - table[:, 0]), ((1 - p) * table[:, 0] + p * table[:, 1]).mean()
+    return p * (table - (p * table).sum(-1, keepdim=True)), (p * table).sum(-1).mean()
+
+
+def vimco(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    k = z.shape[0]
+    w = torch.exp(f(z))
+    bound = torch.log(w.mean())
+    grad = torch.zeros_like(logits)
+    for j in range(k):
+        others = [i for i in range(k) if i != j]
+        geometric = torch.exp(torch.log(w[others]).mean())
+        loo = torch.log((w[others].sum() + geometric) / k)
+        grad = grad + (bound - loo) * (z[j] - probs(node, logits))
+    return grad, bound
+
+
 # Noise sources per sample (u has shape (n, S, *logits.shape) when n > 1).
 NOISE_SOURCES = {"rebar": lambda est: 2, "relax": lambda est: 2, "gumbel-rao": lambda est: 1 + est.draws}
 
@@ -264,6 +294,8 @@ FORMULAS = {
     "relax": relax,
     "gumbel-rao": gumbel_rao,
     "reinmax": reinmax,
+    "indecater": indecater,
+    "vimco": vimco,
 }
 PAIRS = [(eid, node) for eid, cls in ESTIMATORS.items() for node in ("bernoulli", "categorical") if cls.supports(node)]
 
