@@ -4,7 +4,8 @@ Every sampling estimator in dgbench draws exactly one uniform tensor ``u`` per c
 through :func:`uniform`: of shape ``(S, *logits.shape)``, or ``(n, S, *logits.shape)`` for
 estimators that need ``n`` independent noise sources per sample (REBAR and RELAX: the
 sample's noise and the conditional noise, ``n = 2``; Gumbel-Rao: ``n = 1 + K``), with
-``u[0]`` the sample's own noise. That convention is what
+``u[0]`` the sample's own noise. ``disarm-categorical`` draws ``(S, *batch, D, K - 1)``:
+one uniform per stick-breaking decision. That convention is what
 lets the harness give every estimator common random numbers, lets tests reproduce
 an estimator's noise from a cloned generator, and keeps the global RNG untouched.
 """

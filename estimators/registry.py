@@ -9,6 +9,7 @@ from estimators.arm import ARM
 from estimators.base import Estimator
 from estimators.darn import DARN
 from estimators.disarm import DisARM
+from estimators.disarm_categorical import DisARMCategorical
 from estimators.exact import Exact
 from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_softmax import GumbelSoftmax
@@ -48,6 +49,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         ReinMax,
         IndeCateR,
         VIMCO,
+        DisARMCategorical,
     )
 }
 

@@ -23,7 +23,7 @@ def test_registry_ids_match_classes():
     assert list(ESTIMATORS) == [
         "exact", "reinforce", "reinforce-ema", "reinforce-optimal", "rloo", "muprop", "darn",
         "straight-through", "gumbel-softmax", "st-gumbel-softmax", "arm", "disarm",
-        "nvil", "rebar", "relax", "gumbel-rao", "reinmax", "indecater", "vimco",
+        "nvil", "rebar", "relax", "gumbel-rao", "reinmax", "indecater", "vimco", "disarm-categorical",
     ]
     for eid, cls in ESTIMATORS.items():
         assert cls.id == eid

@@ -273,6 +273,30 @@ def vimco(node, logits, u, f, est):
     return grad, bound
 
 
+def disarm_categorical(node, logits, u, f, est):
+    k = logits.shape[-1]
+    # stick-breaking logits a_j = theta_j - log sum_{i>j} exp(theta_i), and their Jacobian
+    def sticks(th):
+        return torch.stack([th[..., j] - torch.log(torch.exp(th[..., j + 1:]).sum(-1)) for j in range(k - 1)], -1)
+
+    a = sticks(logits)
+    p = torch.sigmoid(a)
+    b, bt = (u < p).to(DTYPE), (1 - u < p).to(DTYPE)
+
+    def cls(bits):  # first stick that breaks, else the last class
+        out = torch.zeros(*bits.shape[:-1], k, dtype=DTYPE)
+        for index in itertools.product(*[range(n) for n in bits.shape[:-1]]):
+            ones = [j for j in range(k - 1) if bits[index][j] == 1]
+            out[index][ones[0] if ones else k - 1] = 1
+        return out
+
+    fb, fbt = f(cls(b)), f(cls(bt))
+    weight = (-1.0) ** bt * (b != bt).to(DTYPE) * torch.sigmoid(a.abs())
+    grad_a = (0.5 * expand(fb - fbt, node) * weight).mean(0)
+    grad = d_dtheta(lambda th: (sticks(th) * grad_a).sum(), logits)
+    return grad, ((fb + fbt) / 2).mean(0)
+
+
 # Noise sources per sample (u has shape (n, S, *logits.shape) when n > 1).
 NOISE_SOURCES = {"rebar": lambda est: 2, "relax": lambda est: 2, "gumbel-rao": lambda est: 1 + est.draws}
 
@@ -296,6 +320,7 @@ FORMULAS = {
     "reinmax": reinmax,
     "indecater": indecater,
     "vimco": vimco,
+    "disarm-categorical": disarm_categorical,
 }
 PAIRS = [(eid, node) for eid, cls in ESTIMATORS.items() for node in ("bernoulli", "categorical") if cls.supports(node)]
 
@@ -349,7 +374,8 @@ def test_single_draw_matches_hand_formula(eid, node):
 
     generator.set_state(state)
     n = NOISE_SOURCES.get(eid, lambda est: 1)(est)
-    u = uniform(((n,) if n > 1 else ()) + (est.samples, *logits.shape), generator, logits)
+    shape = logits.shape if eid != "disarm-categorical" else (*logits.shape[:-1], logits.shape[-1] - 1)
+    u = uniform(((n,) if n > 1 else ()) + (est.samples, *shape), generator, logits)
     expected_grad, expected_value = FORMULAS[eid](node, logits.detach(), u, f, est)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out.detach(), expected_value, rtol=1e-10, atol=1e-12)
