@@ -13,6 +13,11 @@ contributes the pathwise term). Unbiased for the gradient of ``E[L]``. Problems 
 expose a k-sample bound (``bound_samples = k > 1``) hand VIMCO the per-sample log
 weight; the harness sets ``samples = k`` and skips problems without such a bound.
 
+A model with several stochastic layers samples the deeper layers itself (given each of
+the k draws of this node) and returns ``(log w, log q_deeper)``: VIMCO then adds
+``sum_j (L - L_-j) d log q_deeper(j)`` to the gradient (through a term of value zero), so
+every layer's score is multiplied by the same leave-one-out signal.
+
 Mnih & Rezende (2016), Variational Inference for Monte Carlo Objectives, ICML.
 """
 
@@ -42,7 +47,12 @@ class VIMCO(Estimator):
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
         k = self.samples
         z = self.node.sample(logits.detach(), k, generator)
-        log_w = self.evaluate(f, z, logits)  # (k, *batch)
+        out = f(z)
+        inner = None
+        if isinstance(out, tuple):  # (log w, log q of deeper layers' samples): see the module doc
+            out, inner = out
+            self.evaluate(lambda _: inner, z, logits)
+        log_w = self.evaluate(lambda _: out, z, logits)  # (k, *batch)
         bound = torch.logsumexp(log_w, 0) - math.log(k)
         lw = log_w.detach()
         others_mean = (lw.sum(0, keepdim=True) - lw) / (k - 1)
@@ -53,4 +63,6 @@ class VIMCO(Estimator):
         loo = torch.logsumexp(expanded, 1) - math.log(k)
         signal = bound.detach().unsqueeze(0) - loo
         grad = k * score_function(self.node, logits, z, signal)
+        if inner is not None:  # the same signals multiply the deeper layers' scores
+            bound = bound + (signal * (inner - inner.detach())).sum(0)
         return self.attach(bound, logits, grad)

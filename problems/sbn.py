@@ -139,10 +139,7 @@ class SBNTwoLayer(LatentVariableModel):
         ests = self.node_estimators(estimators)
         names = self.node_names()
         if getattr(ests[names[0]], "multi_sample_bound", False):
-            raise NotApplicable(
-                "a multi-sample-bound estimator (VIMCO) needs the k joint samples' learning signals at "
-                "every layer; with this problem's nested per-layer estimators it is not supported yet"
-            )
+            return self._objective_by_multi_sample_estimator(ests[names[0]], logits, generator)
 
         def layer_objective(level: int, hs: list[Tensor], qs: list[Tensor]) -> Callable[[Tensor], Tensor]:
             def f(h: Tensor) -> Tensor:
@@ -155,6 +152,29 @@ class SBNTwoLayer(LatentVariableModel):
 
         values = ests[names[0]](logits, layer_objective(0, [], [logits]), generator=generator)
         return self.reduce(values)
+
+    def _objective_by_multi_sample_estimator(self, estimator, logits: Tensor, generator) -> Tensor:
+        """VIMCO: it draws the k joint samples' first layer; the deeper layers are drawn here,
+        one per draw, and their log q is handed back so that VIMCO's signals reach them."""
+        if self.bound_samples < 2:
+            raise NotApplicable(f"{estimator.id} estimates a k-sample bound; set bound_samples > 1 (it is 1)")
+        if estimator.samples != self.bound_samples:
+            raise NotApplicable(f"{estimator.id} draws samples={estimator.samples}, but the bound has "
+                                f"bound_samples={self.bound_samples}")
+        first = logits[..., : self.units]
+
+        def log_weight_and_inner(h1: Tensor) -> tuple[Tensor, Tensor]:
+            hs, qs = [h1], [first]
+            inner = torch.zeros(h1.shape[:-1], dtype=h1.dtype, device=h1.device)
+            for level in range(1, self.layers):
+                q = self.recognition[level](hs[-1])
+                h = latent.sample("bernoulli", q.detach(), 1, generator)[0]
+                inner = inner + latent.log_prob("bernoulli", h, q)
+                hs.append(h)
+                qs.append(q)
+            return self._log_weight(self.x, hs, qs).squeeze(-1), inner
+
+        return self.reduce(estimator(first, log_weight_and_inner, generator=generator))
 
     def evals_per_estimate(self, estimators: Estimators) -> int:
         """Evaluations of the innermost objective: the product over the nested layers."""
