@@ -170,6 +170,7 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
         "final_objective": objective,
         "seconds_per_step": watch.seconds / step,
         "evals_per_step": problem.evals_per_estimate(estimators),
+        "minimize": float(problem.minimize),  # lets reports rank objectives without the registry
     }
     if status == "diverged":  # the last evaluation predates the divergence
         evaluation = problem.evaluate()

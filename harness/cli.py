@@ -269,6 +269,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed") or totals.get("failed") else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.build import build_report
+    from reports.results import ReportError
+
+    try:
+        written = build_report(args.directory, _ids(args.format), args.out)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
+    page = next((p for p in written if p.name == "index.html"), written[0] if written else None)
+    print(f"report: {len(written)} files -> {page.parent if page else args.out}" + (f" (open {page})" if page and page.name == "index.html" else ""))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.export import ExportError, export
 
@@ -315,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_run.set_defaults(func=cmd_run)
+
+    p_rep = sub.add_parser("report", help="tables, figures and an HTML page for a results directory")
+    p_rep.add_argument("directory")
+    p_rep.add_argument("--format", default="html,md,tex,csv", help="comma-separated: html, md, tex, csv (default all)")
+    p_rep.add_argument("--out", help="report directory (default DIR/report)")
+    p_rep.set_defaults(func=cmd_report)
 
     p_exp = sub.add_parser("export", help="export a results directory as long-format tables")
     p_exp.add_argument("directory")

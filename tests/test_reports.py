@@ -1,0 +1,95 @@
+"""Reports from a small real run: the tables' numbers against the database, the page."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from reports.build import build_report
+from reports.results import ReportError
+from reports.summary import mean_interval
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    assert main(["run", "--suite", "smoke", "--estimators", "reinforce,rloo,disarm,gumbel-softmax,exact",
+                 "--seeds", "3", "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    return out
+
+
+def db_values(run_dir, kind, name):
+    with sqlite3.connect(run_dir / "results.db") as db:
+        return pd.read_sql(
+            "SELECT c.problem, c.options, c.estimator, c.seed, m.value FROM metrics m JOIN cells c ON c.key = m.cell_key "
+            "WHERE c.kind = ? AND m.name = ? AND c.status = 'done'", db, params=(kind, name))
+
+
+def test_summary_numbers_match_the_database(run_dir, tmp_path):
+    build_report(run_dir, ["csv"], tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    for column, kind, name, transform in (("grad MSE", "gradstats", "mse", None),
+                                          ("final objective", "train", "final_objective", None),
+                                          ("log10 grad variance", "gradstats", "variance_mean", np.log10)):
+        db = db_values(run_dir, kind, name)
+        checked = 0
+        for (problem, estimator), group in db.groupby(["problem", "estimator"]):
+            if group["options"].nunique() != 1:
+                continue
+            values = group["value"].to_numpy()
+            values = transform(values) if transform else values
+            row = summary[(summary["estimator"] == estimator) & summary["config"].str.startswith(problem)]
+            row = row[row["config"].str.contains(re.escape(", ".join(f"{k}={v}" for k, v in sorted(
+                __import__("json").loads(group["options"].iloc[0]).items()))))]
+            assert len(row) == 1
+            assert row[f"{column} mean"].iloc[0] == pytest.approx(values.mean(), rel=1e-9, abs=1e-12)
+            low, high = row[f"{column} ci_low"].iloc[0], row[f"{column} ci_high"].iloc[0]
+            assert values.min() - 1e-12 <= low <= high <= values.max() + 1e-12
+            assert row["seeds"].iloc[0] == len(values)
+            checked += 1
+        assert checked > 0, column
+
+
+def test_status_counts_and_skips_match_the_database(run_dir, tmp_path):
+    build_report(run_dir, ["csv"], tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    with sqlite3.connect(run_dir / "results.db") as db:
+        counts = dict(db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
+    for status in ("done", "skipped"):
+        assert summary[status].sum() == counts.get(status, 0)
+
+
+def test_bootstrap_interval_covers_the_mean_and_needs_two_seeds():
+    mean, low, high = mean_interval(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert mean == 2.5 and 1.0 <= low < 2.5 < high <= 4.0
+    mean, low, high = mean_interval(np.array([5.0]))
+    assert mean == 5.0 and np.isnan(low) and np.isnan(high)
+
+
+def test_html_page_is_self_contained_and_escapes_names(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "results.db").write_bytes((run_dir / "results.db").read_bytes())
+    with sqlite3.connect(copy / "results.db") as db:  # a plugin with a hostile name
+        db.execute("UPDATE cells SET estimator = '<script>alert(1)</script>' WHERE estimator = 'rloo'")
+    written = build_report(copy, None, tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "http://" not in page and "https://" not in page
+    assert "git_commit" in page and "Skipped, diverged and failed cells" in page
+    assert "deterministic reference" in page  # exact's skipped gradstats cells, with their reason
+    assert {p.suffix for p in written} >= {".html", ".png", ".svg", ".csv", ".md", ".tex"}
+
+
+def test_report_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no results database" in capsys.readouterr().err
+    with pytest.raises(ReportError):
+        build_report(tmp_path, ["pdf"])
