@@ -54,6 +54,14 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 }
 
 
+def register(cls: type[Estimator]) -> None:
+    """Add a validated plugin class under its id (``dgbench compare``); built-in ids are refused."""
+    existing = ESTIMATORS.get(cls.id)
+    if existing is not None and existing is not cls and existing.__module__.startswith("estimators."):
+        raise ValueError(f"estimator id {cls.id!r} is taken by a built-in estimator; give the plugin another id")
+    ESTIMATORS[cls.id] = cls
+
+
 def get(estimator_id: str) -> type[Estimator]:
     """The estimator class registered as ``estimator_id``."""
     try:

@@ -87,6 +87,7 @@ def _statistics(problem, estimators, replicas, generator, device) -> dict[str, f
     out["seconds_per_estimate"] = seconds
     out["reference_is_exact"] = float(source != "sampled")
     out["reference_standard_error"] = float(reference_se.norm())
+    out["coordinates"] = float(reference.numel())
     return out
 
 

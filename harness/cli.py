@@ -269,6 +269,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed") or totals.get("failed") else 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare
+    from harness.store import StoreError
+    from harness.suites import SuiteError
+    from reports.build import build_report
+
+    try:
+        cls = resolve_estimator(args.estimator)
+        resolve_device(args.device)
+    except (PluginError, DeviceUnavailable) as err:
+        raise UsageError(str(err)) from None
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    out = Path(args.out or f"results/compare-{cls.id}")
+    try:
+        record = compare(args.estimator, args.suite, out, Path(args.reference) if args.reference else None,
+                         workers=args.workers, device=args.device, progress=not args.quiet)
+    except (SuiteError, StoreError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    written = build_report(out)
+    print(f"{record['estimator']} on {record['suite']}: {record['reuse_note']}; "
+          f"{record['cells_computed']} cells computed -> {out / 'report' / 'index.html'} ({len(written)} files)")
+    return 1 if record["counts"].get("failed") else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.build import build_report
     from reports.results import ReportError
@@ -328,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_run.set_defaults(func=cmd_run)
+
+    p_cmp = sub.add_parser("compare", help="run a new estimator on a suite and report it against the built-ins")
+    p_cmp.add_argument("estimator", help="FILE.py[:Class] or module:attr")
+    p_cmp.add_argument("--suite", default="quick", help="suite to compare on (default quick)")
+    p_cmp.add_argument("--out", help="comparison directory (default results/compare-ID)")
+    p_cmp.add_argument("--reference", help="built-in results to reuse (default results/SUITE)")
+    p_cmp.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    p_cmp.add_argument("--device", default="cpu")
+    p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_cmp.set_defaults(func=cmd_compare)
 
     p_rep = sub.add_parser("report", help="tables, figures and an HTML page for a results directory")
     p_rep.add_argument("directory")

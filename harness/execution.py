@@ -25,12 +25,22 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
     torch.set_num_threads(threads)
+    register_plugins(plugins)
+
+
+def register_plugins(plugins: tuple[str, ...]) -> None:
+    """Load and register plugin estimators (each worker process loads them itself)."""
+    from estimators.plugin import resolve_estimator
+    from estimators.registry import register
+
+    for spec in plugins:
+        register(resolve_estimator(spec))
 
 
 def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: int, device: str,
-              progress: bool = True) -> dict[str, int]:
+              progress: bool = True, plugins: tuple[str, ...] = ()) -> dict[str, int]:
     """Run every cell not yet finished in ``store``; return counts by status for this call."""
     done = store.finished_keys()
     todo = [c for c in cells if c.key not in done]
@@ -57,7 +67,7 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: in
         elif runnable:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(threads_per_worker(workers),)) as pool:
+                                     initargs=(threads_per_worker(workers), tuple(plugins))) as pool:
                 futures = {pool.submit(run_cell, cell, device): cell for cell in runnable}
                 for future in as_completed(futures):
                     try:

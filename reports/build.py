@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
+from reports.comparison import comparison_table
 from reports.figures import all_figures
 from reports.page import index_html, write_tables
 from reports.results import ReportError, load
@@ -23,10 +26,18 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
     out.mkdir(parents=True, exist_ok=True)
     display, numeric = wide_table(results)
     written = write_tables(display, numeric, out, formats)
+    comparison = None
+    record_path = Path(directory) / "compare.json"
+    if record_path.is_file():  # a `dgbench compare` directory: the new estimator comes first
+        record = json.loads(record_path.read_text())
+        comparison = (record, comparison_table(results, record["estimator"], record.get("unbiased", False)))
+        table_path = out / "comparison.csv"
+        comparison[1].to_csv(table_path, index=False)
+        written.append(table_path)
     if "html" in formats:
         figures = all_figures(results, out / "figures")
         title = f"dgbench report: suite {results.suite.get('name', '?')} ({Path(directory).name})"
         page = out / "index.html"
-        page.write_text(index_html(results, display, figures, title), encoding="utf-8")
+        page.write_text(index_html(results, display, figures, title, comparison), encoding="utf-8")
         written += [page] + [p for paths in figures.values() for p in paths]
     return written

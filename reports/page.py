@@ -52,7 +52,8 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def index_html(results: Results, display: pd.DataFrame, figures: dict[str, list[Path]], title: str) -> str:
+def index_html(results: Results, display: pd.DataFrame, figures: dict[str, list[Path]], title: str,
+               comparison: tuple[dict, pd.DataFrame] | None = None) -> str:
     provenance = results.provenance()
     problems = results.cells[results.cells["status"].isin(["failed", "diverged", "skipped"])]
     issues = (problems.groupby(["status", "config", "estimator", "reason"], dropna=False).size()
@@ -61,6 +62,18 @@ def index_html(results: Results, display: pd.DataFrame, figures: dict[str, list[
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+    ]
+    if comparison is not None:
+        record, table = comparison
+        parts += [
+            f"<h2>Comparison: {html.escape(record['estimator'])}</h2>",
+            f"<p>{html.escape(record['spec'])} on suite {html.escape(record['suite'])}: "
+            f"{html.escape(record['reuse_note'])} ({record['cells_reused']} cells reused, "
+            f"{record['cells_computed']} computed). Ratios are new / best built-in estimator "
+            "(lowest variance, bias and time; best final objective).</p>",
+            table.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.3g}"),
+        ]
+    parts += [
         "<h2>Provenance</h2>", f"<pre>{html.escape(json.dumps(provenance, indent=2))}</pre>",
         "<h2>Summary</h2>",
         "<p>Mean over seeds with a 95% bootstrap interval [low, high]; gradient statistics at the "
@@ -81,5 +94,11 @@ def index_html(results: Results, display: pd.DataFrame, figures: dict[str, list[
         parts.append(issues.to_html(index=False, escape=True, na_rep=""))
     parts.append("<h2>Suite</h2>")
     parts.append(f"<pre>{html.escape(results.suite.get('source', ''))}</pre>")
+    # A self-check for browsers and tests: how many figures decoded once the page loaded.
+    parts.append("<script>window.addEventListener('load', function () {"
+                 "var imgs = Array.from(document.images);"
+                 "document.body.setAttribute('data-images', imgs.length);"
+                 "document.body.setAttribute('data-images-loaded', imgs.filter(function (i) {"
+                 "return i.complete && i.naturalWidth > 0; }).length); });</script>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -1,0 +1,73 @@
+"""``dgbench compare``: run a new estimator on a suite and report it against the built-ins.
+
+The plugin is loaded and validated first. The built-in estimators' cells are reused from a
+reference results directory when it holds the same suite definition (same digest) written
+by the same dgbench version: its database is copied and only the missing cells (the new
+estimator's, and any the reference lacks) are computed. Otherwise everything is computed.
+What was reused is recorded in ``compare.json`` and shown in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sqlite3
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from estimators.plugin import resolve_estimator
+from estimators.registry import register
+from harness.execution import run_cells, threads_per_worker
+from harness.provenance import provenance
+from harness.store import DB_NAME, ResultStore
+from harness.suites import expand, load_suite
+
+
+def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, str]:
+    db_path = reference / DB_NAME
+    if not db_path.is_file():
+        return False, f"no reference results in {reference}: every cell computed"
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        suite = dict(db.execute("SELECT key, value FROM suite").fetchall())
+        last = db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    if suite.get("name") != name or suite.get("digest") != digest:
+        return False, f"{reference} holds another suite definition: every cell computed"
+    version = json.loads(last[0]).get("dgbench_version") if last else None
+    if version != metadata.version("dgbench"):
+        return False, f"{reference} was written by dgbench {version}, not {metadata.version('dgbench')}: every cell computed"
+    return True, f"built-in estimators' cells reused from {reference}"
+
+
+def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, workers: int, device: str,
+            progress: bool) -> dict[str, Any]:
+    """Run ``spec`` (and any missing built-in cells) on the suite into ``out``; the comparison record."""
+    cls = resolve_estimator(spec)
+    register(cls)
+    suite = load_suite(suite_name)
+    extended = dataclasses.replace(suite, estimators=[e for e in suite.estimators if e != cls.id] + [cls.id])
+    cells = expand(extended)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = reference or Path("results") / suite.name
+    reused, why = False, "the comparison directory already holds results: resumed"
+    if not (out / DB_NAME).exists():
+        reused, why = _reference_status(reference, suite.name, suite.digest)
+        if reused:
+            shutil.copyfile(reference / DB_NAME, out / DB_NAME)
+    store = ResultStore(out)
+    store.bind_suite(suite.name, suite.digest, suite.source)
+    before = store.finished_keys() & {c.key for c in cells}
+    workers = min(workers, max(1, len(cells)))
+    run_id = store.start_run(time.time(), provenance(device, workers, threads_per_worker(workers)))
+    counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress, plugins=(spec,))
+    store.finish_run(run_id, time.time())
+    store.close()
+    record = {
+        "estimator": cls.id, "spec": spec, "unbiased": cls.unbiased, "suite": suite.name, "reference": str(reference),
+        "reused": reused, "reuse_note": why, "cells_reused": len(before),
+        "cells_computed": sum(counts.values()), "counts": counts,
+    }
+    (out / "compare.json").write_text(json.dumps(record, indent=2))
+    return record
