@@ -10,7 +10,7 @@ from reports.comparison import comparison_table
 from reports.figures import all_figures
 from reports.page import index_html, write_tables
 from reports.results import ReportError, load
-from reports.summary import wide_table
+from reports.summary import long_summary, wide_table
 
 FORMATS = ("html", "md", "tex", "csv")
 
@@ -24,18 +24,19 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
     results = load(directory)
     out = Path(out) if out else Path(directory) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    display, numeric = wide_table(results)
+    long = long_summary(results)  # the bootstrap work, done once for tables, figures and comparison
+    display, numeric = wide_table(results, long)
     written = write_tables(display, numeric, out, formats)
     comparison = None
     record_path = Path(directory) / "compare.json"
     if record_path.is_file():  # a `dgbench compare` directory: the new estimator comes first
         record = json.loads(record_path.read_text())
-        comparison = (record, comparison_table(results, record["estimator"], record.get("unbiased", False)))
+        comparison = (record, comparison_table(results, long, record["estimator"], record.get("unbiased", False)))
         table_path = out / "comparison.csv"
         comparison[1].to_csv(table_path, index=False)
         written.append(table_path)
     if "html" in formats:
-        figures = all_figures(results, out / "figures")
+        figures = all_figures(results, long, out / "figures")
         title = f"dgbench report: suite {results.suite.get('name', '?')} ({Path(directory).name})"
         page = out / "index.html"
         page.write_text(index_html(results, display, figures, title, comparison), encoding="utf-8")

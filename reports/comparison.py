@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from reports.results import Results
-from reports.summary import directions, long_summary, ranks
+from reports.summary import directions, ranks
 
 ALPHA = 1e-3
 
@@ -43,8 +43,7 @@ def unbiasedness(results: Results, estimator: str) -> pd.Series:
     return pd.Series(out, dtype=object)
 
 
-def comparison_table(results: Results, estimator: str, claims_unbiased: bool) -> pd.DataFrame:
-    long = long_summary(results)
+def comparison_table(results: Results, long: pd.DataFrame, estimator: str, claims_unbiased: bool) -> pd.DataFrame:
     rank = ranks(long, results)
     minimize = directions(results)
     rows = []

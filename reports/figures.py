@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reports.results import Results  # noqa: E402
-from reports.summary import long_summary, ranks  # noqa: E402
+from reports.summary import ranks  # noqa: E402
 
 PANEL = (4.2, 3.2)
 
@@ -83,8 +83,7 @@ def _series_figure(results: Results, colors, out: Path, name: str, x: str, quant
     return _save(fig, out, name)
 
 
-def bias_variance(results: Results, colors, out: Path) -> list[Path]:
-    long = long_summary(results)
+def bias_variance(long: pd.DataFrame, colors, out: Path) -> list[Path]:
     var = long[long["quantity"] == "log10 grad variance"].set_index(["config", "estimator"])["mean"]
     bias = long[long["quantity"] == "grad bias norm"].set_index(["config", "estimator"])["mean"]
     both = pd.concat({"log10var": var, "bias": bias}, axis=1).dropna()
@@ -107,8 +106,7 @@ def bias_variance(results: Results, colors, out: Path) -> list[Path]:
     return _save(fig, out, "bias_variance")
 
 
-def cost(results: Results, colors, out: Path) -> list[Path]:
-    long = long_summary(results)
+def cost(long: pd.DataFrame, colors, out: Path) -> list[Path]:
     t = long[long["quantity"] == "seconds per step"]
     if t.empty:
         return []
@@ -129,8 +127,8 @@ def cost(results: Results, colors, out: Path) -> list[Path]:
     return _save(fig, out, "cost")
 
 
-def rank_heatmap(results: Results, out: Path) -> list[Path]:
-    r = ranks(long_summary(results), results)
+def rank_heatmap(long: pd.DataFrame, results: Results, out: Path) -> list[Path]:
+    r = ranks(long, results)
     if r.empty:
         return []
     table = r.pivot(index="estimator", columns="config", values="rank")
@@ -148,8 +146,11 @@ def rank_heatmap(results: Results, out: Path) -> list[Path]:
     return paths
 
 
-def all_figures(results: Results, out: Path) -> dict[str, list[Path]]:
-    """Write every figure into ``out``; ``{title: [png, svg]}`` for those with data."""
+def all_figures(results: Results, long: pd.DataFrame, out: Path) -> dict[str, list[Path]]:
+    """Write every figure into ``out``; ``{title: [png, svg]}`` for those with data.
+
+    ``long`` is :func:`reports.summary.long_summary` of ``results``, computed once by the caller.
+    """
     out.mkdir(parents=True, exist_ok=True)
     colors = palette(list(results.cells["estimator"]))
     figures = {
@@ -159,8 +160,8 @@ def all_figures(results: Results, out: Path) -> dict[str, list[Path]]:
                                                            "objective (per example)", False),
         "Gradient variance along training": _series_figure(results, colors, out, "variance_steps", "step",
                                                            "grad_variance_mean", "gradient variance (log scale)", True),
-        "Bias and variance at the initial parameters": bias_variance(results, colors, out),
-        "Time and f-evaluations per step": cost(results, colors, out),
-        "Ranks": rank_heatmap(results, out),
+        "Bias and variance at the initial parameters": bias_variance(long, colors, out),
+        "Time and f-evaluations per step": cost(long, colors, out),
+        "Ranks": rank_heatmap(long, results, out),
     }
     return {title: paths for title, paths in figures.items() if paths}

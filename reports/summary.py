@@ -115,9 +115,9 @@ def format_cell(mean: float, low: float, high: float) -> str:
     return text
 
 
-def wide_table(results: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table of strings, numeric table) indexed by (config, estimator)."""
-    long = long_summary(results)
+def wide_table(results: Results, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table of strings, numeric table) indexed by (config, estimator); ``long`` is
+    :func:`long_summary` of ``results``."""
     counts = status_counts(results)
     index = counts.index
     display = pd.DataFrame(index=index)
