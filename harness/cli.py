@@ -111,12 +111,10 @@ def gradcheck(
     except (OptionError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
     if estimator_cls.multi_sample_bound:
-        k = problem_options.get(problem_cls.bound_option, problem_cls.default_options().get(problem_cls.bound_option)) \
-            if problem_cls.bound_option else None
-        if not k or k < 2:
-            raise UsageError(f"{estimator_cls.id} estimates the gradient of a k-sample bound; {problem_id} "
-                             + (f"needs --option {problem_cls.bound_option}=K with K > 1" if k else "has no such objective"))
-        estimator_hparams.setdefault("samples", k)
+        refusal = problem_cls.multi_sample_bound_refusal(problem_options)
+        if refusal:
+            raise UsageError(f"{estimator_cls.id} {refusal} ({problem_id})")
+        estimator_hparams.setdefault("samples", problem_cls.bound_size(problem_options))
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 

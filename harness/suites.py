@@ -255,13 +255,9 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
             elif ecls.relaxed and not pcls.differentiable:
                 reason = "relaxed estimator, but the problem's objective is not differentiable in z"
             elif ecls.multi_sample_bound:
-                k = spec["options"].get(pcls.bound_option, pcls.default_options().get(pcls.bound_option, 1)) \
-                    if pcls.bound_option else None
-                if k is None or k < 2:
-                    reason = ("estimates the gradient of a k-sample bound; the problem's objective is not one"
-                              + (f" (set {pcls.bound_option} > 1)" if pcls.bound_option else ""))
-                else:
-                    hyper["samples"] = k
+                reason = pcls.multi_sample_bound_refusal(spec["options"])
+                if reason is None:
+                    hyper["samples"] = pcls.bound_size(spec["options"])
             else:
                 samples, reason = samples_for_budget(ecls, suite.budget)
                 if samples is not None and "samples" in ecls.default_hyperparameters():

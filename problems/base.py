@@ -138,6 +138,33 @@ class Problem(torch.nn.Module):
         return None
 
     @classmethod
+    def bound_size(cls, options: dict[str, Any]) -> int | None:
+        """k of the k-sample bound these options define (None: the problem has no such objective)."""
+        if cls.bound_option is None:
+            return None
+        return int(options.get(cls.bound_option, cls.default_options()[cls.bound_option]))
+
+    @classmethod
+    def multi_sample_bound_refusal(cls, options: dict[str, Any]) -> str | None:
+        """Why a multi-sample-bound estimator (VIMCO) cannot run here, or None if it can."""
+        k = cls.bound_size(options)
+        if k is None:
+            return "estimates the gradient of a k-sample bound; the problem's objective is not one"
+        if k < 2:
+            return f"estimates the gradient of a k-sample bound; set {cls.bound_option} > 1 (it is {k})"
+        return None
+
+    def check_multi_sample_estimator(self, estimator: Any) -> None:
+        """Raise :class:`NotApplicable` unless ``estimator`` draws exactly this bound's k samples."""
+        refusal = self.multi_sample_bound_refusal(self.options())
+        if refusal:
+            raise NotApplicable(f"{estimator.id} {refusal}")
+        k = self.bound_size(self.options())
+        if estimator.samples != k:
+            raise NotApplicable(f"{estimator.id} draws samples={estimator.samples}, but the bound has "
+                                f"{self.bound_option}={k}")
+
+    @classmethod
     def prepare_data(cls, options: dict[str, Any]) -> None:
         """Fetch or verify the data these options need (raises ``DataUnavailable``)."""
 

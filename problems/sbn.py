@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from problems import latent
-from problems.base import Estimators, NotApplicable
+from problems.base import Estimators
 from problems.datasets import image_splits, prepare
 from problems.lvm import LatentVariableModel
 
@@ -156,11 +156,7 @@ class SBNTwoLayer(LatentVariableModel):
     def _objective_by_multi_sample_estimator(self, estimator, logits: Tensor, generator) -> Tensor:
         """VIMCO: it draws the k joint samples' first layer; the deeper layers are drawn here,
         one per draw, and their log q is handed back so that VIMCO's signals reach them."""
-        if self.bound_samples < 2:
-            raise NotApplicable(f"{estimator.id} estimates a k-sample bound; set bound_samples > 1 (it is 1)")
-        if estimator.samples != self.bound_samples:
-            raise NotApplicable(f"{estimator.id} draws samples={estimator.samples}, but the bound has "
-                                f"bound_samples={self.bound_samples}")
+        self.check_multi_sample_estimator(estimator)
         first = logits[..., : self.units]
 
         def log_weight_and_inner(h1: Tensor) -> tuple[Tensor, Tensor]:

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from problems import latent
-from problems.base import Estimators, NotApplicable
+from problems.base import Estimators
 from problems.datasets import image_splits, prepare
 from problems.lvm import LatentVariableModel
 
@@ -202,11 +202,7 @@ class DiscreteVAE(LatentVariableModel):
 
     def _bound_by_multi_sample_estimator(self, estimator, logits: Tensor, generator) -> Tensor:
         """VIMCO: the estimator draws the k samples itself from one block of the logits."""
-        if self.bound_samples < 2:
-            raise NotApplicable(f"{estimator.id} estimates a k-sample bound; set bound_samples > 1 (it is 1)")
-        if estimator.samples != self.bound_samples:
-            raise NotApplicable(f"{estimator.id} draws samples={estimator.samples}, but the bound has "
-                                f"bound_samples={self.bound_samples}")
+        self.check_multi_sample_estimator(estimator)
         single = self._blocks(logits).select(logits.dim() - latent.event_dims(self.family), 0)
         return self.reduce(estimator(single, lambda z: self._log_weight(z, single), generator=generator))
 
