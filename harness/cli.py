@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 
 from estimators.base import NotApplicable
 from problems.base import NotApplicable as ProblemNotApplicable
+from problems.data import DataUnavailable
 from estimators.plugin import PluginError, resolve_estimator
 from estimators.registry import ESTIMATORS
 from harness.devices import DeviceUnavailable, resolve_device
@@ -118,7 +118,10 @@ def gradcheck(
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
-    _prepare_data(problem_id, problem_options)
+    try:
+        problem_cls.prepare_data(problem_options)
+    except DataUnavailable as err:
+        raise UsageError(f"{problem_id}: {err}") from None
     try:
         problem = problem_cls(**problem_options, dtype=DTYPES[dtype], device=torch_device)
         estimators = node_estimators(problem, estimator_cls, estimator_hparams, torch_device)
@@ -207,18 +210,18 @@ def _use_data_dir(directory: str | None) -> None:
         os.environ["DGBENCH_DATA_DIR"] = str(Path(directory).expanduser().resolve())
 
 
-def _prepare_data(problem_id: str, options: dict[str, Any]) -> None:
-    from problems.data import DataUnavailable
+def _prepare_data(cells: list) -> None:
+    from harness.execution import prepare_data
 
     try:
-        PROBLEMS[problem_id].prepare_data(options)
+        prepare_data(cells)
     except DataUnavailable as err:
-        raise UsageError(f"{problem_id}: {err}") from None
+        raise UsageError(str(err)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.execution import run_cells, threads_per_worker
-    from harness.provenance import provenance
+    from harness.execution import execute
+    from harness.provenance import git_commit
     from harness.store import DB_NAME, ResultStore, StoreError
     from harness.suites import SuiteError, expand, load_suite
 
@@ -229,9 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve_device(args.device)
     except (SuiteError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
-    # Fetch or verify data sets once, here, before any worker needs them.
-    for problem_id, options in {(c.problem, json.dumps(c.options, sort_keys=True)): None for c in cells}:
-        _prepare_data(problem_id, json.loads(options))
+    _prepare_data(cells)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or f"results/{suite.name}")
@@ -250,16 +251,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.bind_suite(suite.name, suite.digest, suite.source)
     except StoreError as err:
         raise UsageError(str(err)) from None
-    workers = min(args.workers, max(1, len(cells)))
-    info = provenance(args.device, workers, threads_per_worker(workers))
     last = store.db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
-    if last and json.loads(last[0]).get("git_commit") != info["git_commit"]:
+    commit = git_commit()
+    if last and json.loads(last[0]).get("git_commit") != commit:
         print(f"dgbench: note: code version changed since the last run in {out} "
-              f"({json.loads(last[0]).get('git_commit')} -> {info['git_commit']}); finished cells are kept", file=sys.stderr)
-    run_id = store.start_run(time.time(), info)
+              f"({json.loads(last[0]).get('git_commit')} -> {commit}); finished cells are kept", file=sys.stderr)
     already = len(store.finished_keys() & {c.key for c in cells})
-    counts = run_cells(cells, store, run_id, workers=workers, device=args.device, progress=not args.quiet)
-    store.finish_run(run_id, time.time())
+    counts = execute(cells, store, workers=args.workers, device=args.device, progress=not args.quiet)
     totals = store.counts()
     store.close()
     parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
@@ -281,10 +279,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or f"results/compare-{cls.id}")
+    _use_data_dir(args.data_dir)
     try:
         record = compare(args.estimator, args.suite, out, Path(args.reference) if args.reference else None,
                          workers=args.workers, device=args.device, progress=not args.quiet)
-    except (SuiteError, StoreError, ValueError) as err:
+    except (SuiteError, StoreError, DataUnavailable, ValueError) as err:
         raise UsageError(str(err)) from None
     written = build_report(out)
     print(f"{record['estimator']} on {record['suite']}: {record['reuse_note']}; "
@@ -360,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     p_cmp.add_argument("--device", default="cpu")
     p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_cmp.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_cmp.set_defaults(func=cmd_compare)
 
     p_rep = sub.add_parser("report", help="tables, figures and an HTML page for a results directory")

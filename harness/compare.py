@@ -13,15 +13,13 @@ import dataclasses
 import json
 import shutil
 import sqlite3
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from estimators.plugin import resolve_estimator
 from estimators.registry import register
-from harness.execution import run_cells, threads_per_worker
-from harness.provenance import provenance
+from harness.execution import execute, prepare_data
 from harness.store import DB_NAME, ResultStore
 from harness.suites import expand, load_suite
 
@@ -49,6 +47,7 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
     suite = load_suite(suite_name)
     extended = dataclasses.replace(suite, estimators=[e for e in suite.estimators if e != cls.id] + [cls.id])
     cells = expand(extended)
+    prepare_data(cells)
     out.mkdir(parents=True, exist_ok=True)
     reference = reference or Path("results") / suite.name
     reused, why = False, "the comparison directory already holds results: resumed"
@@ -59,10 +58,7 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
     store = ResultStore(out)
     store.bind_suite(suite.name, suite.digest, suite.source)
     before = store.finished_keys() & {c.key for c in cells}
-    workers = min(workers, max(1, len(cells)))
-    run_id = store.start_run(time.time(), provenance(device, workers, threads_per_worker(workers)))
-    counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress, plugins=(spec,))
-    store.finish_run(run_id, time.time())
+    counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,))
     store.close()
     record = {
         "estimator": cls.id, "spec": spec, "unbiased": cls.unbiased, "suite": suite.name, "reference": str(reference),

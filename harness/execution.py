@@ -9,16 +9,20 @@ which the run's provenance records.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 from tqdm import tqdm
 
 from harness.cells import run_cell
+from harness.provenance import provenance
 from harness.store import ResultStore
 from harness.suites import Cell
+from problems.registry import PROBLEMS
 
 
 def threads_per_worker(workers: int) -> int:
@@ -37,6 +41,28 @@ def register_plugins(plugins: tuple[str, ...]) -> None:
 
     for spec in plugins:
         register(resolve_estimator(spec))
+
+
+def prepare_data(cells: list[Cell]) -> None:
+    """Fetch or verify every data set the cells need, once, before any worker starts
+    (raises ``problems.data.DataUnavailable``, naming the problem)."""
+    from problems.data import DataUnavailable
+
+    for problem, options in {(c.problem, json.dumps(c.options, sort_keys=True)): None for c in cells}:
+        try:
+            PROBLEMS[problem].prepare_data(json.loads(options))
+        except DataUnavailable as err:
+            raise DataUnavailable(f"{problem}: {err}") from None
+
+
+def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str, progress: bool = True,
+            plugins: tuple[str, ...] = ()) -> dict[str, int]:
+    """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status."""
+    workers = min(workers, max(1, len(cells)))
+    run_id = store.start_run(time.time(), provenance(device, workers, threads_per_worker(workers)))
+    counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress, plugins=plugins)
+    store.finish_run(run_id, time.time())
+    return counts
 
 
 def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: int, device: str,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -59,3 +58,21 @@ def test_compare_rejects_an_invalid_plugin_before_running(tmp_path, capsys):
     clash.write_text(EXAMPLE.read_text().replace('id = "antithetic-reinforce"', 'id = "disarm"'))
     assert main(["compare", str(clash), "--suite", "smoke", "--out", str(tmp_path / "out2")]) == 2
     assert "taken by a built-in" in capsys.readouterr().err
+
+
+def test_compare_checks_the_data_before_running(tmp_path, capsys, monkeypatch):
+    """A suite needing binarized MNIST, offline and without the file: one line, exit 2, nothing run."""
+    import os
+
+    from problems import data
+
+    monkeypatch.setattr(data, "_MEMO", {})
+    monkeypatch.setenv("DGBENCH_MNIST_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("DGBENCH_DATA_DIR", os.environ.get("DGBENCH_DATA_DIR", ""))  # restored after the flag sets it
+    try:
+        code = main(["compare", str(EXAMPLE), "--suite", "full", "--out", str(tmp_path / "out"),
+                     "--data-dir", str(tmp_path / "empty"), "--quiet"])
+        assert code == 2 and "binarized_mnist.npz" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+    finally:
+        ESTIMATORS.pop("antithetic-reinforce", None)
