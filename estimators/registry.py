@@ -54,10 +54,12 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 }
 
 
+BUILTIN = frozenset(ESTIMATORS)
+
+
 def register(cls: type[Estimator]) -> None:
     """Add a validated plugin class under its id (``dgbench compare``); built-in ids are refused."""
-    existing = ESTIMATORS.get(cls.id)
-    if existing is not None and existing is not cls and existing.__module__.startswith("estimators."):
+    if cls.id in BUILTIN and ESTIMATORS[cls.id] is not cls:
         raise ValueError(f"estimator id {cls.id!r} is taken by a built-in estimator; give the plugin another id")
     ESTIMATORS[cls.id] = cls
 

@@ -41,15 +41,6 @@ def kl_divergence(family: str, logits: Tensor, prior_logits: Tensor) -> Tensor:
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
-def entropy(family: str, logits: Tensor) -> Tensor:
-    """``H(q)`` of a factorised node."""
-    if family == "bernoulli":
-        q = torch.sigmoid(logits)
-        return (F.softplus(logits) - q * logits).sum(-1)
-    log_q = torch.log_softmax(logits, -1)
-    return -(log_q.exp() * log_q).sum((-1, -2))
-
-
 def sample(family: str, logits: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
     """``samples`` hard draws, shape ``(samples, *logits.shape)`` (evaluation only)."""
     u = torch.rand((samples, *logits.shape), generator=generator, dtype=logits.dtype, device=logits.device)
