@@ -1,16 +1,17 @@
 """asv benchmarks: one estimator call (forward + backward) on the Bernoulli toy.
 
-Minimal until the regression-tracking issue; run with ``asv run --python=same --quick``.
+See README, "Speed benchmarks".
 """
 
 import torch
 
+from benchmarks import grid
 from estimators import ESTIMATORS
 
 
 class EstimatorStep:
     # Sampling estimators only: `exact` would enumerate 2^200 states.
-    params = [eid for eid, cls in ESTIMATORS.items() if cls.supports("bernoulli") and cls.evals_per_sample]
+    params = grid(eid for eid, cls in ESTIMATORS.items() if cls.supports("bernoulli") and cls.evals_per_sample)
     param_names = ["estimator"]
 
     def setup(self, estimator):

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from benchmarks import grid
 from estimators import ESTIMATORS
 from harness.gradstats import replicated_gradients
 from harness.seeding import make_generator
@@ -31,7 +32,7 @@ def looped_gradients(problem, estimator, replicas, generator):
 
 
 class GradStats:
-    params = SAMPLING
+    params = grid(SAMPLING)
     param_names = ["estimator"]
 
     def setup(self, estimator):

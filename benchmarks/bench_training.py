@@ -2,7 +2,9 @@
 
 ``time_``/``peakmem_``: one training step (objective estimate, backward, the estimators'
 auxiliary step, optimiser step) per estimator on ``bernoulli-toy`` (dim 200),
-``vae-bernoulli-linear`` (batch 50) and ``vae-categorical``; one vectorised R = 1000
+``vae-bernoulli-linear`` (batch 50) and ``vae-categorical``, exactly as ``dgbench run`` times
+it (:func:`harness.cells.train_step`); the hand-written reference steps of
+:mod:`benchmarks.reference_steps` on ``vae-bernoulli-linear``; one vectorised R = 1000
 gradient-statistics cell on ``bernoulli-toy``. MNIST problems read
 ``$DGBENCH_DATA_DIR`` (skipped when the data is missing).
 
@@ -16,12 +18,19 @@ from __future__ import annotations
 import torch
 
 from estimators import ESTIMATORS
-from harness.cells import _step_estimators, node_estimators
+from benchmarks import grid, reference_steps
+from benchmarks.step_overhead import build_dgbench_step, build_reference_step
+from harness.cells import node_estimators
 from harness.gradstats import replicated_gradients, summarise
 from harness.enumeration import exact_objective_and_gradient
 from harness.seeding import make_generator
 from problems import PROBLEMS
-from problems.data import DataUnavailable
+from problems.data import DataUnavailable, load_binarized_mnist
+
+try:  # asv forks every benchmark from a server that imported this module: read MNIST once, there
+    load_binarized_mnist(download=False)
+except DataUnavailable:
+    pass
 
 STEP_PROBLEMS = {
     "bernoulli-toy": {"dim": 200},
@@ -36,43 +45,52 @@ def _sampling(family: str) -> list[str]:
 
 
 class TrainingStep:
-    params = (list(STEP_PROBLEMS), sorted(set(_sampling("bernoulli")) | set(_sampling("categorical"))))
+    params = (list(STEP_PROBLEMS), grid(sorted(set(_sampling("bernoulli")) | set(_sampling("categorical")))))
     param_names = ["problem", "estimator"]
     timeout = 300
 
     def setup(self, problem, estimator):
-        cls = PROBLEMS[problem]
-        if not ESTIMATORS[estimator].supports(cls.family):
+        if not ESTIMATORS[estimator].supports(PROBLEMS[problem].family):
             raise NotImplementedError("estimator does not support this family")
         torch.set_num_threads(1)
-        torch.manual_seed(0)
         try:
-            self.problem = cls(**STEP_PROBLEMS[problem], dtype=torch.float32)
+            self.step, _ = build_dgbench_step(problem, estimator, {**STEP_PROBLEMS[problem], "dtype": torch.float32})
         except DataUnavailable as err:
             raise NotImplementedError(str(err)) from None
-        self.estimators = node_estimators(self.problem, ESTIMATORS[estimator], {}, torch.device("cpu"))
-        self.generator = make_generator(0)
-        self.problem.loss(self.estimators, self.generator)  # size lazy parts
-        for est in self.estimators.values():
-            est.auxiliary_loss()
-        self.optimizer = torch.optim.Adam(list(self.problem.parameters()) + list(self.estimators.parameters()), lr=1e-4)
-        self.sign = 1.0 if self.problem.minimize else -1.0
-
-    def _step(self):
-        self.optimizer.zero_grad(set_to_none=True)
-        (self.sign * self.problem.loss(self.estimators, self.generator)).backward()
-        _step_estimators(self.estimators)
-        self.optimizer.step()
+        self.step()
 
     def time_step(self, problem, estimator):
-        self._step()
+        self.step()
 
     def peakmem_step(self, problem, estimator):
-        self._step()
+        self.step()
+
+
+class HandWrittenStep:
+    """The hand-written reference steps on ``vae-bernoulli-linear`` (``plain``: no estimator)."""
+
+    params = [grid(reference_steps.IDS)]
+    param_names = ["estimator"]
+    timeout = 300
+
+    def setup(self, estimator):
+        torch.set_num_threads(1)
+        try:
+            _, problem = build_dgbench_step("vae-bernoulli-linear", "reinforce", STEP_PROBLEMS["vae-bernoulli-linear"])
+        except DataUnavailable as err:
+            raise NotImplementedError(str(err)) from None
+        self.step = build_reference_step(problem, estimator)
+        self.step()
+
+    def time_step(self, estimator):
+        self.step()
+
+    def peakmem_step(self, estimator):
+        self.step()
 
 
 class GradientStatisticsCell:
-    params = [_sampling("bernoulli")]
+    params = [grid(_sampling("bernoulli"))]
     param_names = ["estimator"]
     timeout = 300
 
@@ -91,7 +109,7 @@ class GradientStatisticsCell:
 class TrackedStatistics:
     """Fixed seeds and parameters: these numbers change only when an estimator's maths does."""
 
-    params = (["bernoulli-toy", "vae-bernoulli-tiny"], _sampling("bernoulli"))
+    params = (["bernoulli-toy", "vae-bernoulli-tiny"], grid(_sampling("bernoulli")))
     param_names = ["problem", "estimator"]
     timeout = 300
 

@@ -117,7 +117,8 @@ def _read_npz(path: Path, checks: dict[str, SplitCheck]) -> dict[str, np.ndarray
     for split, a in packed.items():
         if a.dtype != np.uint8 or a.ndim != 2:
             raise CorruptData(f"{path}: {split} is {a.dtype} {a.shape}, expected packed uint8 rows")
-        pixels = np.unpackbits(a, axis=1)[:, :PIXELS]
+        # Contiguous rows: minibatches gather rows, and the slice alone would leave a stride of 800.
+        pixels = np.ascontiguousarray(np.unpackbits(a, axis=1)[:, :PIXELS])
         verify(split, pixels, checks)
         out[split] = pixels
     return out

@@ -26,4 +26,6 @@ def image_splits(name: str, dtype: torch.dtype, device: torch.device | str) -> d
         arrays = {split: pixels for split, (pixels, _) in load_digits_binarized().items()}
     else:
         raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")
-    return {split: torch.as_tensor(a).to(device=device, dtype=dtype) for split, a in arrays.items()}
+    # Row-major: a minibatch gathers whole rows (column-major storage made every gather of
+    # 50 MNIST rows ten times slower).
+    return {split: torch.as_tensor(a).to(device=device, dtype=dtype).contiguous() for split, a in arrays.items()}

@@ -1,0 +1,158 @@
+"""dgbench's training step against hand-written PyTorch steps of the same estimators.
+
+    .venv/bin/python -m benchmarks.step_overhead                  # vae-bernoulli-linear, batch 50, 1 thread
+    .venv/bin/python -m benchmarks.step_overhead --problem vae-bernoulli-digits --estimators reinforce,disarm
+    .venv/bin/python -m benchmarks.step_overhead --json step-overhead.json
+
+For each estimator it times :func:`harness.cells.train_step` (what ``dgbench run`` times:
+next minibatch, estimate, backward, the estimator's auxiliary step, finiteness check,
+Adam step) and the estimator's hand-written step from :mod:`benchmarks.reference_steps`
+(same model, noise convention and Adam step), and the ``plain`` step with no estimator.
+Rounds of the three alternate so that drifts in machine load hit both alike; each time is
+the median over rounds of the mean step time within a round. Ratios: dgbench step /
+hand-written step (target <= 1.15), and dgbench step / plain step (target <= 1.5 for
+reinforce, rloo and disarm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from benchmarks import reference_steps
+from estimators import ESTIMATORS
+from harness.cells import node_estimators, train_step
+from problems import PROBLEMS
+from problems.data import DataUnavailable
+
+Step = Callable[[], None]
+NO_ESTIMATOR_TARGETS = ("reinforce", "rloo", "disarm")
+
+
+def build_dgbench_step(problem_id: str, eid: str, options: dict | None = None, seed: int = 0) -> tuple[Step, torch.nn.Module]:
+    """The harness's training step of estimator ``eid`` on a fresh ``problem_id``."""
+    torch.manual_seed(seed)
+    problem = PROBLEMS[problem_id](**(options or {}))
+    estimators = node_estimators(problem, ESTIMATORS[eid], {}, torch.device("cpu"))
+    estimators.eval()
+    with torch.no_grad():  # size lazily-shaped control networks before the optimiser sees them
+        problem.loss(estimators, torch.Generator().manual_seed(seed + 1))
+    estimators.train()
+    optimizer = torch.optim.Adam(list(problem.parameters()) + list(estimators.parameters()), lr=1e-4)
+    generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
+
+    def step() -> None:
+        train_step(problem, estimators, optimizer, generator, data_generator)
+
+    return step, problem
+
+
+def build_reference_step(problem: torch.nn.Module, eid: str, seed: int = 0) -> Step:
+    """``eid``'s hand-written step (or ``plain``) on a copy of ``problem``'s parameters."""
+    model = reference_steps.LinearVAE(problem)
+    reference, own = reference_steps.make_reference(eid, model)
+    optimizer = torch.optim.Adam(model.parameters() + own, lr=1e-4)
+    generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
+    data, batch = problem._train_inputs, problem._batch_size
+    state = {"order": torch.randperm(data.shape[0], generator=data_generator), "position": 0}
+
+    def step() -> None:
+        if state["position"] + batch > data.shape[0]:
+            state["order"], state["position"] = torch.randperm(data.shape[0], generator=data_generator), 0
+        x = data[state["order"][state["position"]:state["position"] + batch]]
+        state["position"] += batch
+        optimizer.zero_grad(set_to_none=True)
+        reference(model, x, generator).backward()
+        optimizer.step()
+
+    return step
+
+
+def _round(step: Step, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def interleaved_times(steps_by_name: dict[str, Step], rounds: int, min_round_seconds: float = 0.2) -> dict[str, float]:
+    """Median over ``rounds`` of each step's mean time (s) in a round; the rounds alternate."""
+    sizes = {}
+    for name, step in steps_by_name.items():
+        step()  # warm-up: lazy initialisation, allocator, first-call dispatch
+        first = _round(step, 3)
+        sizes[name] = max(3, int(min_round_seconds / max(first, 1e-6)))
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    for _ in range(rounds):
+        for name, step in steps_by_name.items():
+            times[name].append(_round(step, sizes[name]))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure(problem_id: str, estimators: list[str], rounds: int) -> dict:
+    rows = []
+    for eid in estimators:
+        ours, problem = build_dgbench_step(problem_id, eid, {"eval_examples": 1})
+        times = interleaved_times({"dgbench": ours, "reference": build_reference_step(problem, eid),
+                                   "plain": build_reference_step(problem, reference_steps.PLAIN)}, rounds)
+        rows.append({
+            "estimator": eid,
+            "dgbench_ms": 1e3 * times["dgbench"],
+            "reference_ms": 1e3 * times["reference"],
+            "plain_ms": 1e3 * times["plain"],
+            "ratio_to_reference": times["dgbench"] / times["reference"],
+            "ratio_to_plain": times["dgbench"] / times["plain"],
+        })
+        print(_line(rows[-1]), file=sys.stderr, flush=True)
+    return {"problem": problem_id, "threads": torch.get_num_threads(), "rounds": rounds,
+            "torch": torch.__version__, "rows": rows}
+
+
+def _line(row: dict) -> str:
+    return (f"| {row['estimator']} | {row['dgbench_ms']:.2f} | {row['reference_ms']:.2f} | {row['plain_ms']:.2f} "
+            f"| {row['ratio_to_reference']:.2f} | {row['ratio_to_plain']:.2f} |")
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['problem']}, {result['threads']} thread(s), torch {result['torch']}, "
+             f"median of {result['rounds']} interleaved rounds",
+             "",
+             "| estimator | dgbench ms | hand-written ms | plain ms | dgbench / hand-written | dgbench / plain |",
+             "|---|---|---|---|---|---|"]
+    lines += [_line(row) for row in result["rows"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problem", default="vae-bernoulli-linear", choices=["vae-bernoulli-linear", "vae-bernoulli-digits"])
+    parser.add_argument("--estimators", default=",".join(reference_steps.IDS[1:]),
+                        help="comma-separated ids (default: every estimator with a reference)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="also write the measurements to this file")
+    args = parser.parse_args(argv)
+    unknown = [e for e in args.estimators.split(",") if e not in reference_steps.IDS or e == reference_steps.PLAIN]
+    if unknown:
+        parser.error(f"no hand-written reference for {unknown}; known: {', '.join(reference_steps.IDS[1:])}")
+    torch.set_num_threads(args.threads)
+    try:
+        result = measure(args.problem, args.estimators.split(","), args.rounds)
+    except DataUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
