@@ -18,7 +18,7 @@ import torch
 
 from estimators.base import Estimator, NotApplicable
 from estimators.registry import ESTIMATORS
-from harness.devices import Stopwatch
+from harness.devices import Stopwatch, peak_memory_mb, reset_peak_memory
 from harness.enumeration import exact_objective_and_gradient
 from harness.gradstats import flatten, gradient_statistics, replicated_gradients
 from harness.seeding import derive_seed, make_generator
@@ -198,8 +198,13 @@ def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
     started = time.time()
     if cell.skip_reason:
         return {"status": "skipped", "reason": cell.skip_reason, "started": started, "finished": started}
+    dev = torch.device(device)
     try:
-        result = RUNNERS[cell.kind](cell, torch.device(device))
+        reset_peak_memory(dev)
+        result = RUNNERS[cell.kind](cell, dev)
+        peak = peak_memory_mb(dev)
+        if peak is not None:
+            result["metrics"]["peak_memory_mb"] = peak
     except (NotApplicable, ProblemNotApplicable) as err:
         result = {"status": "skipped", "reason": str(err)}
     except Exception as err:

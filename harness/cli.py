@@ -14,6 +14,7 @@ Errors in the user's input print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -229,12 +230,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         suite = load_suite(args.suite)
         cells = expand(suite, _ids(args.problems), _ids(args.estimators), args.seeds)
-        resolve_device(args.device)
+        if not (args.backend == "dask" and args.scheduler):  # remote workers check their own devices
+            resolve_device(args.device)
     except (SuiteError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
-    _prepare_data(cells)
+    if args.scheduler and args.backend != "dask":
+        raise UsageError("--scheduler needs --backend dask")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.backend == "dask" and importlib.util.find_spec("distributed") is None:
+        raise UsageError("--backend dask needs Dask distributed: pip install -e '.[dask]'")
+    _prepare_data(cells)
     out = Path(args.out or f"results/{suite.name}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
@@ -257,7 +265,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dgbench: note: code version changed since the last run in {out} "
               f"({json.loads(last[0]).get('git_commit')} -> {commit}); finished cells are kept", file=sys.stderr)
     already = len(store.finished_keys() & {c.key for c in cells})
-    counts = execute(cells, store, workers=args.workers, device=args.device, progress=not args.quiet)
+    from harness.dask_backend import DaskUnavailable
+
+    try:
+        counts = execute(cells, store, workers=args.workers, device=args.device, progress=not args.quiet,
+                         backend=args.backend, scheduler=args.scheduler, retries=args.retries)
+    except DaskUnavailable as err:
+        store.close()
+        raise UsageError(str(err)) from None
     totals = store.counts()
     store.close()
     parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
@@ -346,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
     p_run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     p_run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p_run.add_argument("--backend", default="local", choices=["local", "dask"],
+                       help="local worker processes (default) or Dask distributed")
+    p_run.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="with --backend dask: an existing scheduler (default: start a LocalCluster of --workers)")
+    p_run.add_argument("--retries", type=int, default=2,
+                       help="with --backend dask: resubmissions of a cell whose worker died (default 2), then failed")
     p_run.add_argument("--out", help="results directory (default results/SUITE)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")

@@ -57,3 +57,17 @@ class Stopwatch:
         finally:
             synchronize(self.device)
             self.seconds += time.perf_counter() - start
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement on ``device`` (CUDA only; a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak memory allocated by tensors on ``device`` since the last reset, in MiB
+    (``torch.cuda.max_memory_allocated``); None on the CPU, where no per-cell figure exists."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20

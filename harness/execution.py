@@ -1,4 +1,4 @@
-"""Running a list of cells: in this process, or on local worker processes.
+"""Running a list of cells: in this process, on local worker processes, or on Dask.
 
 The driver alone writes the results store, one transaction per finished cell, as
 results arrive (in any order). Each worker process is pinned to
@@ -56,18 +56,55 @@ def prepare_data(cells: list[Cell]) -> None:
 
 
 def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str, progress: bool = True,
-            plugins: tuple[str, ...] = ()) -> dict[str, int]:
-    """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status."""
+            plugins: tuple[str, ...] = (), backend: str = "local", scheduler: str | None = None,
+            retries: int = 2) -> dict[str, int]:
+    """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status.
+
+    ``backend="dask"`` runs the cells on the Dask cluster at ``scheduler``, or on a new
+    LocalCluster of ``workers`` processes (:mod:`harness.dask_backend`).
+    """
     workers = min(workers, max(1, len(cells)))
-    run_id = store.start_run(time.time(), provenance(device, workers, threads_per_worker(workers)))
-    counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress, plugins=plugins)
-    store.finish_run(run_id, time.time())
-    return counts
+    if backend == "local":
+        run_id = store.start_run(time.time(), provenance(device, workers, threads_per_worker(workers)))
+        counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress, plugins=plugins)
+        store.finish_run(run_id, time.time())
+        return counts
+    if backend != "dask":
+        raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
+    from harness import dask_backend
+
+    # External workers run single-threaded cells (one per worker process); a LocalCluster
+    # splits this machine's cores like the local backend.
+    threads = 1 if scheduler else threads_per_worker(workers)
+    client, cluster = dask_backend.connect(scheduler, workers, threads)
+    try:
+        versions = dask_backend.check_workers(client, device)
+        info = provenance(device, len(versions), threads)
+        info.update(backend="dask", scheduler=scheduler or f"LocalCluster({workers})")
+        run_id = store.start_run(time.time(), info)
+
+        def dask_runner(runnable: list[Cell], record) -> None:
+            dask_backend.run_cells_dask(runnable, record, client, device=device, threads=threads, plugins=plugins,
+                                        data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=retries)
+
+        counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress,
+                           plugins=plugins, runner=dask_runner)
+        store.finish_run(run_id, time.time())
+        return counts
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: int, device: str,
-              progress: bool = True, plugins: tuple[str, ...] = ()) -> dict[str, int]:
-    """Run every cell not yet finished in ``store``; return counts by status for this call."""
+              progress: bool = True, plugins: tuple[str, ...] = (), runner=None) -> dict[str, int]:
+    """Run every cell not yet finished in ``store``; return counts by status for this call.
+
+    ``runner(cells, record)``, if given, runs the cells elsewhere and calls ``record``
+    with each result as it arrives (the Dask backend); otherwise this process or a pool
+    of ``workers`` local processes runs them.
+    """
     done = store.finished_keys()
     todo = [c for c in cells if c.key not in done]
     counts: dict[str, int] = {}
@@ -86,7 +123,10 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: in
                 record(cell, run_cell(cell, device))
             else:
                 runnable.append(cell)
-        if workers <= 1:
+        if runner is not None:
+            if runnable:
+                runner(runnable, record)
+        elif workers <= 1:
             torch.set_num_threads(threads_per_worker(1))
             for cell in runnable:
                 record(cell, run_cell(cell, device))

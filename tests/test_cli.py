@@ -104,6 +104,21 @@ def test_cuda_request_without_cuda_exits_2(capsys):
     assert code == 2 and "CUDA is not available" in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_run_on_cuda_without_cuda_exits_2_before_writing_anything(capsys, tmp_path):
+    code, _, err = run(capsys, "run", "--suite", "smoke", "--device", "cuda", "--out", str(tmp_path / "out"))
+    assert code == 2 and "CUDA is not available" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --backend dask"),
+    (["--backend", "dask", "--retries", "-1"], "--retries must be >= 0"),
+])
+def test_bad_backend_options_exit_2(capsys, tmp_path, argv, message):
+    code, _, err = run(capsys, "run", "--suite", "smoke", "--out", str(tmp_path / "out"), *argv)
+    assert code == 2 and message in err and not (tmp_path / "out").exists()
+
+
 def test_console_script_is_installed():
     exe = shutil.which("dgbench") or str((__import__("pathlib").Path(sys.executable).parent / "dgbench"))
     proc = subprocess.run([exe, "list", "problems"], capture_output=True, text=True, timeout=120)

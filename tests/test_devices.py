@@ -52,3 +52,30 @@ def test_gradcheck_runs_on_cuda():
 
     result = gradcheck("bernoulli-toy", "disarm", replicas=1000, device="cuda", options={"dim": "3"})
     assert result["device"].startswith("cuda") and result["bias_z_max"] < 5
+
+
+def test_peak_memory_comes_from_cuda_allocator_on_cuda_and_is_absent_on_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(devices.torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(("reset", device)))
+    monkeypatch.setattr(devices.torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    cuda = torch.device("cuda:0")
+    devices.reset_peak_memory(cuda)
+    assert calls == [("reset", cuda)] and devices.peak_memory_mb(cuda) == 3.0
+    devices.reset_peak_memory(torch.device("cpu"))
+    assert calls == [("reset", cuda)] and devices.peak_memory_mb(torch.device("cpu")) is None
+
+
+@needs_cuda
+def test_cells_on_cuda_record_peak_memory_and_the_gpu(tmp_path):
+    import json
+    import sqlite3
+
+    from harness.cli import main
+
+    assert main(["run", "--suite", "smoke", "--estimators", "disarm,gumbel-softmax", "--device", "cuda",
+                 "--workers", "1", "--quiet", "--out", str(tmp_path)]) == 0
+    db = sqlite3.connect(tmp_path / "results.db")
+    peaks = [v for (v,) in db.execute("SELECT value FROM metrics WHERE name = 'peak_memory_mb'")]
+    assert peaks and all(v > 0 for v in peaks)
+    info = json.loads(db.execute("SELECT provenance FROM runs").fetchone()[0])
+    assert info["gpu"] and info["cuda_version"]

@@ -1,0 +1,165 @@
+"""Running cells on a Dask distributed cluster: one task per cell, results streamed back.
+
+The driver submits every runnable cell as one task (:func:`run_cell_on_worker`) to an
+existing scheduler (``--scheduler tcp://HOST:PORT``) or to a ``LocalCluster`` it starts
+(``--workers N``), and writes each result into the results store as it arrives, in any
+order, exactly as the local backend does: resume and crash safety are the store's.
+
+Determinism: a cell's numbers depend only on the cell (its seeds are derived from the
+cell's definition) and the thread count it runs with. Workers run one cell at a time per
+process (a process-wide lock: ``build`` seeds torch's global generator) with the thread
+count the driver sends, so a Dask run reproduces a local run with the same threads per
+cell.
+
+Dead workers: when a worker dies mid-cell, the scheduler moves its task to another
+worker (up to ``distributed.scheduler.allowed-failures`` times, then it reports
+``KilledWorker``); the driver then resubmits the cell up to ``retries`` more times and
+finally records it as ``failed`` with the reason. The rest of the matrix continues.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, Callable
+
+from harness.cells import run_cell
+from harness.suites import Cell
+
+# One cell at a time in a worker process, whatever its --nthreads.
+_CELL_LOCK = threading.Lock()
+_REGISTERED: set[str] = set()
+
+
+class DaskUnavailable(RuntimeError):
+    """Dask distributed is not installed, or the cluster cannot be reached or used."""
+
+
+def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str, ...],
+                       data_dir: str | None) -> dict[str, Any]:
+    """The Dask task: set up this worker process like a local worker, then run the cell."""
+    import torch
+
+    from harness.execution import register_plugins
+
+    with _CELL_LOCK:
+        if data_dir:
+            os.environ["DGBENCH_DATA_DIR"] = data_dir
+        new = tuple(p for p in plugins if p not in _REGISTERED)
+        register_plugins(new)
+        _REGISTERED.update(new)
+        torch.set_num_threads(threads)
+        result = run_cell(cell, device)
+        result["worker"] = _worker_name()
+        return result
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "?"
+
+
+def worker_check(device: str) -> dict[str, str]:
+    """Run on each worker: the versions that must match the driver's, and whether
+    ``device`` exists there (``device_error``: empty if it does)."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    from harness.devices import DeviceUnavailable, resolve_device
+
+    try:
+        resolve_device(device)
+        error = ""
+    except DeviceUnavailable as err:
+        error = str(err)
+    return {"dgbench": metadata.version("dgbench"), "torch": torch.__version__,
+            "python": platform.python_version(), "device_error": error}
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise DaskUnavailable("--backend dask needs Dask distributed: pip install 'dask[distributed]' "
+                              "(or pip install -e '.[dask]')") from None
+    return distributed
+
+
+def connect(scheduler: str | None, workers: int, threads: int, timeout: float = 20.0):
+    """A client of ``scheduler``, or of a new LocalCluster of ``workers`` single-threaded
+    worker processes. Returns ``(client, cluster_or_None)``."""
+    distributed = _import_distributed()
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as err:
+            raise DaskUnavailable(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        return client, None
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)})
+    return distributed.Client(cluster), cluster
+
+
+def check_workers(client, device: str, wait_seconds: float = 60.0) -> dict[str, dict[str, str]]:
+    """Wait for at least one worker; check that every worker runs the driver's
+    dgbench/torch/python and has ``device``. Returns each worker's answers."""
+    try:
+        client.wait_for_workers(1, timeout=wait_seconds)
+    except TimeoutError:
+        raise DaskUnavailable(f"no Dask worker joined the scheduler within {wait_seconds:.0f} s") from None
+    try:
+        answers = client.run(worker_check, device)
+    except Exception as err:  # e.g. the worker cannot unpickle a dgbench function
+        raise DaskUnavailable(f"Dask workers cannot run dgbench (is it installed on every worker?): "
+                              f"{type(err).__name__}: {err}") from None
+    expected = {k: v for k, v in worker_check("cpu").items() if k != "device_error"}
+    for worker, answer in answers.items():
+        if answer["device_error"]:
+            raise DaskUnavailable(f"Dask worker {worker}: {answer['device_error']}")
+        found = {k: v for k, v in answer.items() if k != "device_error"}
+        if found != expected:
+            raise DaskUnavailable(f"Dask worker {worker} runs {found}, the driver {expected}: install the same versions")
+    return answers
+
+
+def run_cells_dask(cells: list[Cell], record: Callable[[Cell, dict], None], client, *, device: str,
+                   threads: int, plugins: tuple[str, ...] = (), data_dir: str | None = None,
+                   retries: int = 2) -> None:
+    """Submit one task per cell and ``record`` each result as it completes (any order)."""
+    distributed = _import_distributed()
+    attempts: dict[str, int] = {}
+    by_key: dict[str, Cell] = {}
+
+    def submit(cell: Cell):
+        attempt = attempts.get(cell.key, 0)
+        attempts[cell.key] = attempt + 1
+        by_key[cell.key] = cell
+        # pure=False and a per-attempt key: a resubmission is a new task, never a cached one.
+        return client.submit(run_cell_on_worker, cell, device, threads, tuple(plugins), data_dir,
+                             key=f"cell-{cell.key}-{attempt}", pure=False)
+
+    pending = distributed.as_completed([submit(c) for c in cells])
+    for future in pending:
+        cell = by_key[future.key.rsplit("-", 1)[0].removeprefix("cell-")]
+        try:
+            result = future.result()
+        except Exception as err:  # KilledWorker, lost connection, cancelled
+            if attempts[cell.key] <= retries:
+                print(f"dgbench: lost the worker running cell {cell.key} ({cell.kind}, {cell.estimator} on "
+                      f"{cell.problem}, seed {cell.seed}): {type(err).__name__}; resubmitting "
+                      f"(retry {attempts[cell.key]} of {retries})", file=sys.stderr)
+                pending.add(submit(cell))
+                continue
+            result = {"status": "failed",
+                      "reason": f"worker died or was lost {attempts[cell.key]} time(s) running this cell "
+                                f"({type(err).__name__}: {err})"}
+        finally:
+            future.release()
+        record(cell, result)
