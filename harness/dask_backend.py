@@ -11,6 +11,11 @@ process (a process-wide lock: ``build`` seeds torch's global generator) with the
 count the driver sends, so a Dask run reproduces a local run with the same threads per
 cell.
 
+Speed: workers run cells as fast as local worker processes only without Dask's
+statistical profiler (disabled on the LocalCluster; the driver notes external workers
+that run it) and with glibc's adaptive mmap threshold (which the nanny's
+``MALLOC_TRIM_THRESHOLD_`` freezes; each task raises it again).
+
 Dead workers: when a worker dies mid-cell, the scheduler moves its task to another
 worker (up to ``distributed.scheduler.allowed-failures`` times, then it reports
 ``KilledWorker``); the driver then resubmits the cell up to ``retries`` more times and
@@ -44,6 +49,7 @@ def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str
     from harness.execution import register_plugins
 
     with _CELL_LOCK:
+        _restore_malloc_mmap_threshold()
         if data_dir:
             os.environ["DGBENCH_DATA_DIR"] = data_dir
         new = tuple(p for p in plugins if p not in _REGISTERED)
@@ -53,6 +59,32 @@ def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str
         result = run_cell(cell, device)
         result["worker"] = _worker_name()
         return result
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 64 * 2**20
+_MALLOC_TUNED = False
+
+
+def _restore_malloc_mmap_threshold() -> None:
+    """Undo the cost of Dask's nanny setting ``MALLOC_TRIM_THRESHOLD_`` for its workers.
+
+    Any such variable freezes glibc's otherwise adaptive mmap threshold at 128 KiB, so
+    every tensor above it is mapped and unmapped anew; dgbench cells ran twice as slowly
+    in such workers. Raising the threshold restores the speed of a plain process. glibc
+    only; elsewhere nothing happens.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def _worker_name() -> str:
@@ -79,8 +111,11 @@ def worker_check(device: str) -> dict[str, str]:
         error = ""
     except DeviceUnavailable as err:
         error = str(err)
+    import dask
+
     return {"dgbench": metadata.version("dgbench"), "torch": torch.__version__,
-            "python": platform.python_version(), "device_error": error}
+            "python": platform.python_version(), "device_error": error,
+            "profiler": str(bool(dask.config.get("distributed.worker.profile.enabled", True)))}
 
 
 def _import_distributed():
@@ -102,8 +137,13 @@ def connect(scheduler: str | None, workers: int, threads: int, timeout: float = 
         except (OSError, TimeoutError) as err:
             raise DaskUnavailable(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
         return client, None
-    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)})
+    import dask
+
+    # Dask's statistical profiler samples the worker's stack every 10 ms; on dgbench's many
+    # small tensor operations it cost about 20% of every cell. The workers inherit this config.
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)})
     return distributed.Client(cluster), cluster
 
 
@@ -119,11 +159,17 @@ def check_workers(client, device: str, wait_seconds: float = 60.0) -> dict[str, 
     except Exception as err:  # e.g. the worker cannot unpickle a dgbench function
         raise DaskUnavailable(f"Dask workers cannot run dgbench (is it installed on every worker?): "
                               f"{type(err).__name__}: {err}") from None
-    expected = {k: v for k, v in worker_check("cpu").items() if k != "device_error"}
+    local = ("device_error", "profiler")
+    expected = {k: v for k, v in worker_check("cpu").items() if k not in local}
+    profiled = [w for w, a in answers.items() if a["profiler"] == "True"]
+    if profiled:
+        print(f"dgbench: note: {len(profiled)} Dask worker(s) run Dask's statistical profiler, which slows "
+              "cells by about 20%; start workers with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",
+              file=sys.stderr)
     for worker, answer in answers.items():
         if answer["device_error"]:
             raise DaskUnavailable(f"Dask worker {worker}: {answer['device_error']}")
-        found = {k: v for k, v in answer.items() if k != "device_error"}
+        found = {k: v for k, v in answer.items() if k not in local}
         if found != expected:
             raise DaskUnavailable(f"Dask worker {worker} runs {found}, the driver {expected}: install the same versions")
     return answers
