@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 
-def time_run(suite: str, workers: int, extra: list[str]) -> float:
+def wall_time_of_run(suite: str, workers: int, extra: list[str]) -> float:
     dgbench = str(Path(sys.executable).parent / "dgbench")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra = ["--problems", args.problems] if args.problems else []
     counts = [int(w) for w in args.workers.split(",")]
-    seconds = {n: time_run(args.suite, n, extra) for n in counts}
+    seconds = {n: wall_time_of_run(args.suite, n, extra) for n in counts}
     base = seconds[counts[0]]
     print(f"suite {args.suite}, {os.cpu_count()} cores")
     print("| workers | wall s | speed-up |\n|---|---|---|")
