@@ -19,7 +19,7 @@ import torch
 
 from estimators import ESTIMATORS
 from benchmarks import grid, reference_steps
-from benchmarks.step_overhead import build_dgbench_step, build_reference_step
+from benchmarks.step_overhead import build_dgbench_step, build_problem, build_reference_step
 from harness.cells import node_estimators
 from harness.gradstats import replicated_gradients, summarise
 from harness.enumeration import exact_objective_and_gradient
@@ -32,6 +32,8 @@ try:  # asv forks every benchmark from a server that imported this module: read 
 except DataUnavailable:
     pass
 
+# Small enough for exact gradients (closed form, enumeration of 2^12 states).
+TRACKED_PROBLEMS = {"bernoulli-toy": {"dim": 3, "init": 0.7}, "vae-bernoulli-tiny": {"batch_size": 4}}
 STEP_PROBLEMS = {
     "bernoulli-toy": {"dim": 200},
     "vae-bernoulli-linear": {"eval_examples": 1},
@@ -69,14 +71,14 @@ class TrainingStep:
 class HandWrittenStep:
     """The hand-written reference steps on ``vae-bernoulli-linear`` (``plain``: no estimator)."""
 
-    params = [grid(reference_steps.IDS)]
+    params = [[reference_steps.PLAIN, *grid(reference_steps.ESTIMATOR_IDS)]]
     param_names = ["estimator"]
     timeout = 300
 
     def setup(self, estimator):
         torch.set_num_threads(1)
         try:
-            _, problem = build_dgbench_step("vae-bernoulli-linear", "reinforce", STEP_PROBLEMS["vae-bernoulli-linear"])
+            problem = build_problem("vae-bernoulli-linear", STEP_PROBLEMS["vae-bernoulli-linear"])
         except DataUnavailable as err:
             raise NotImplementedError(str(err)) from None
         self.step = build_reference_step(problem, estimator)
@@ -109,14 +111,13 @@ class GradientStatisticsCell:
 class TrackedStatistics:
     """Fixed seeds and parameters: these numbers change only when an estimator's maths does."""
 
-    params = (["bernoulli-toy", "vae-bernoulli-tiny"], grid(_sampling("bernoulli")))
+    params = (list(TRACKED_PROBLEMS), grid(_sampling("bernoulli")))
     param_names = ["problem", "estimator"]
     timeout = 300
 
     def _stats(self, problem, estimator):
         torch.manual_seed(0)
-        options = {"dim": 3, "init": 0.7} if problem == "bernoulli-toy" else {"batch_size": 4}
-        p = PROBLEMS[problem](**options)
+        p = PROBLEMS[problem](**TRACKED_PROBLEMS[problem])
         exact = torch.cat([g.reshape(-1) for g in exact_objective_and_gradient(p)[1].values()])
         estimators = node_estimators(p, ESTIMATORS[estimator], {}, torch.device("cpu"))
         return summarise(replicated_gradients(p, estimators, 2000, make_generator(0)), exact)

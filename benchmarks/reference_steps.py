@@ -349,7 +349,6 @@ class RELAX:
 Reference = Callable[[LinearVAE, Tensor, torch.Generator], Tensor]
 
 STATELESS: dict[str, Reference] = {
-    PLAIN: plain,
     "reinforce": reinforce,
     "rloo": rloo,
     "reinforce-optimal": reinforce_optimal,
@@ -365,7 +364,7 @@ STATELESS: dict[str, Reference] = {
     "indecater": indecater,
 }
 STATEFUL = ("reinforce-ema", "nvil", "rebar", "relax")
-IDS = (*STATELESS, *STATEFUL)
+ESTIMATOR_IDS = (*STATELESS, *STATEFUL)
 
 
 def make_reference(eid: str, m: LinearVAE, source: nn.Module | None = None) -> tuple[Reference, list[Tensor]]:
@@ -374,6 +373,8 @@ def make_reference(eid: str, m: LinearVAE, source: nn.Module | None = None) -> t
     ``source``: a dgbench estimator whose learned parts (control variates, eta,
     temperature, running statistics) the reference starts from.
     """
+    if eid == PLAIN:
+        return plain, []
     if eid in STATELESS:
         return STATELESS[eid], []
     latents = m.enc_w.shape[0]

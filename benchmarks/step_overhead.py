@@ -27,7 +27,7 @@ import torch
 
 from benchmarks import reference_steps
 from estimators import ESTIMATORS
-from harness.cells import node_estimators, train_step
+from harness.cells import materialize, node_estimators, train_step
 from problems import PROBLEMS
 from problems.data import DataUnavailable
 
@@ -35,15 +35,17 @@ Step = Callable[[], None]
 NO_ESTIMATOR_TARGETS = ("reinforce", "rloo", "disarm")
 
 
+def build_problem(problem_id: str, options: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """A fresh ``problem_id``, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return PROBLEMS[problem_id](**(options or {}))
+
+
 def build_dgbench_step(problem_id: str, eid: str, options: dict | None = None, seed: int = 0) -> tuple[Step, torch.nn.Module]:
     """The harness's training step of estimator ``eid`` on a fresh ``problem_id``."""
-    torch.manual_seed(seed)
-    problem = PROBLEMS[problem_id](**(options or {}))
+    problem = build_problem(problem_id, options, seed)
     estimators = node_estimators(problem, ESTIMATORS[eid], {}, torch.device("cpu"))
-    estimators.eval()
-    with torch.no_grad():  # size lazily-shaped control networks before the optimiser sees them
-        problem.loss(estimators, torch.Generator().manual_seed(seed + 1))
-    estimators.train()
+    materialize(problem, estimators, torch.Generator().manual_seed(seed + 1))
     optimizer = torch.optim.Adam(list(problem.parameters()) + list(estimators.parameters()), lr=1e-4)
     generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
 
@@ -132,15 +134,15 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", default="vae-bernoulli-linear", choices=["vae-bernoulli-linear", "vae-bernoulli-digits"])
-    parser.add_argument("--estimators", default=",".join(reference_steps.IDS[1:]),
+    parser.add_argument("--estimators", default=",".join(reference_steps.ESTIMATOR_IDS),
                         help="comma-separated ids (default: every estimator with a reference)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
-    unknown = [e for e in args.estimators.split(",") if e not in reference_steps.IDS or e == reference_steps.PLAIN]
+    unknown = [e for e in args.estimators.split(",") if e not in reference_steps.ESTIMATOR_IDS]
     if unknown:
-        parser.error(f"no hand-written reference for {unknown}; known: {', '.join(reference_steps.IDS[1:])}")
+        parser.error(f"no hand-written reference for {unknown}; known: {', '.join(reference_steps.ESTIMATOR_IDS)}")
     torch.set_num_threads(args.threads)
     try:
         result = measure(args.problem, args.estimators.split(","), args.rounds)

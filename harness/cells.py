@@ -99,15 +99,14 @@ def _gradstats(cell: Cell, device: torch.device) -> dict[str, Any]:
     return {"status": "done", "metrics": metrics}
 
 
-def materialize(problem: Problem, estimators: torch.nn.ModuleDict, cell: Cell) -> None:
+def materialize(problem: Problem, estimators: torch.nn.ModuleDict, generator: torch.Generator) -> None:
     """Give lazily-shaped estimator parameters (sized by the node) their shapes: one
     objective evaluation in eval mode, so that no estimator state changes."""
     if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in estimators.parameters()):
         return
-    device = problem.logits().device
     estimators.eval()
     with torch.no_grad():
-        problem.loss(estimators, make_generator(derive_seed("materialize", cell.problem, cell.options, cell.seed), device))
+        problem.loss(estimators, generator)
     estimators.train()
 
 
@@ -152,7 +151,7 @@ def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: tor
 def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
     s = cell.settings
     problem, estimators = build(cell, device)
-    materialize(problem, estimators, cell)
+    materialize(problem, estimators, make_generator(derive_seed("materialize", cell.problem, cell.options, cell.seed), device))
     params = list(problem.parameters()) + list(estimators.parameters())
     optimizer = (torch.optim.Adam if s["optimizer"] == "adam" else torch.optim.SGD)(params, lr=s["lr"])
     generator = make_generator(derive_seed("train", cell.problem, cell.options, cell.seed), device)

@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from harness.cells import run_cell
@@ -56,9 +58,7 @@ def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str
         register_plugins(new)
         _REGISTERED.update(new)
         torch.set_num_threads(threads)
-        result = run_cell(cell, device)
-        result["worker"] = _worker_name()
-        return result
+        return run_cell(cell, device)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -85,15 +85,6 @@ def _restore_malloc_mmap_threshold() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):
         pass
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return "?"
 
 
 def worker_check(device: str) -> dict[str, str]:
@@ -127,16 +118,19 @@ def _import_distributed():
     return distributed
 
 
-def connect(scheduler: str | None, workers: int, threads: int, timeout: float = 20.0):
+@contextmanager
+def session(scheduler: str | None, workers: int, threads: int, timeout: float = 20.0) -> Iterator[Any]:
     """A client of ``scheduler``, or of a new LocalCluster of ``workers`` single-threaded
-    worker processes. Returns ``(client, cluster_or_None)``."""
+    worker processes (closed on exit)."""
     distributed = _import_distributed()
     if scheduler:
         try:
             client = distributed.Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as err:
             raise DaskUnavailable(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
-        return client, None
+        with client:
+            yield client
+        return
     import dask
 
     # Dask's statistical profiler samples the worker's stack every 10 ms; on dgbench's many
@@ -144,7 +138,8 @@ def connect(scheduler: str | None, workers: int, threads: int, timeout: float = 
     with dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)})
-    return distributed.Client(cluster), cluster
+    with cluster, distributed.Client(cluster) as client:
+        yield client
 
 
 def check_workers(client, device: str, wait_seconds: float = 60.0) -> dict[str, dict[str, str]]:

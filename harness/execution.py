@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -63,38 +65,34 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
     ``backend="dask"`` runs the cells on the Dask cluster at ``scheduler``, or on a new
     LocalCluster of ``workers`` processes (:mod:`harness.dask_backend`).
     """
-    workers = min(workers, max(1, len(cells)))
-    if backend == "local":
-        run_id = store.start_run(time.time(), provenance(device, workers, threads_per_worker(workers)))
-        counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress, plugins=plugins)
-        store.finish_run(run_id, time.time())
-        return counts
-    if backend != "dask":
+    if backend not in ("local", "dask"):
         raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
-    from harness import dask_backend
+    workers = min(workers, max(1, len(cells)))
+    with ExitStack() as stack:
+        runner: Callable[[list[Cell], Callable[[Cell, dict], None]], None] | None = None
+        info = provenance(device, workers, threads_per_worker(workers))
+        if backend == "dask":
+            from harness import dask_backend
 
-    # External workers run single-threaded cells (one per worker process); a LocalCluster
-    # splits this machine's cores like the local backend.
-    threads = 1 if scheduler else threads_per_worker(workers)
-    client, cluster = dask_backend.connect(scheduler, workers, threads)
-    try:
-        versions = dask_backend.check_workers(client, device)
-        info = provenance(device, len(versions), threads)
-        info.update(backend="dask", scheduler=scheduler or f"LocalCluster({workers})")
+            # External workers run single-threaded cells (one per worker process); a
+            # LocalCluster splits this machine's cores like the local backend.
+            threads = 1 if scheduler else threads_per_worker(workers)
+            client = stack.enter_context(dask_backend.session(scheduler, workers, threads))
+            answers = dask_backend.check_workers(client, device)
+            info.update(workers=len(answers), threads_per_worker=threads, backend="dask",
+                        scheduler=scheduler or f"LocalCluster({workers})")
+
+            def on_dask(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
+                dask_backend.run_cells_dask(runnable, record, client, device=device, threads=threads, plugins=plugins,
+                                            data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=retries)
+
+            runner = on_dask
+
         run_id = store.start_run(time.time(), info)
-
-        def dask_runner(runnable: list[Cell], record) -> None:
-            dask_backend.run_cells_dask(runnable, record, client, device=device, threads=threads, plugins=plugins,
-                                        data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=retries)
-
         counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress,
-                           plugins=plugins, runner=dask_runner)
+                           plugins=plugins, runner=runner)
         store.finish_run(run_id, time.time())
-        return counts
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    return counts
 
 
 def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: int, device: str,

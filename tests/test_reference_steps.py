@@ -14,7 +14,7 @@ import torch
 
 from benchmarks import reference_steps
 from estimators import ESTIMATORS
-from harness.cells import _step_estimators, node_estimators
+from harness.cells import _step_estimators, materialize, node_estimators
 from problems import PROBLEMS
 from tests.test_exact_single_draw import randomize_learned_parts
 
@@ -27,16 +27,14 @@ APPLICABLE = sorted(
 
 
 def test_every_estimator_of_the_linear_vae_has_a_reference():
-    assert set(APPLICABLE) <= set(reference_steps.IDS), set(APPLICABLE) - set(reference_steps.IDS)
+    assert set(APPLICABLE) <= set(reference_steps.ESTIMATOR_IDS), set(APPLICABLE) - set(reference_steps.ESTIMATOR_IDS)
 
 
 def _problem_and_estimators(eid: str):
     torch.manual_seed(0)
     problem = PROBLEMS["vae-bernoulli-digits"](dtype=torch.float64, eval_examples=1)
     estimators = node_estimators(problem, ESTIMATORS[eid], {}, torch.device("cpu"))
-    estimators.eval()
-    with torch.no_grad():  # sizes the lazily-shaped control networks on this problem
-        problem.loss(estimators, torch.Generator().manual_seed(99))
+    materialize(problem, estimators, torch.Generator().manual_seed(99))
     randomize_learned_parts(estimators["z"], "bernoulli")
     estimators.train()
     return problem, estimators
