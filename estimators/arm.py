@@ -28,6 +28,7 @@ class ARM(Estimator):
     relaxed = False
     evals_per_sample = 2
     paper = "Yin & Zhou (2019), ICLR"
+    group = "antithetic / coupled"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)

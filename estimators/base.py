@@ -25,6 +25,9 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
 ``min_samples``       smallest ``samples`` the method is defined for
 ``evals_scale_with_event``  f evaluations per sample grow with the node's size (IndeCateR:
                       one per unit and value); budgets cannot equalise it
+``group``             the family of methods, for reports' colours and legends: one of
+                      :data:`GROUPS` ("reference" marks enumeration, which reports show
+                      as a reference line and never rank)
 ``multi_sample_bound``  estimates the gradient of ``E log mean_k exp f(z_k)`` (VIMCO), for
                       problems that expose a k-sample bound, instead of ``E f``
 
@@ -52,6 +55,8 @@ from estimators.nodes import FAMILIES, Node, get_node
 Objective = Callable[[Tensor], Tensor]
 
 FAMILY_VALUES = ("bernoulli", "categorical", "both")
+GROUPS = ("score function", "multi-sample", "control variates", "antithetic / coupled",
+          "relaxed / straight-through", "reference", "other")
 
 
 class NotApplicable(ValueError):
@@ -79,6 +84,7 @@ class Estimator(torch.nn.Module):
     evals_scale_with_event: ClassVar[bool] = False
     multi_sample_bound: ClassVar[bool] = False
     paper: ClassVar[str] = ""
+    group: ClassVar[str] = "other"
 
     def __init__(self, node: str = "bernoulli", samples: int | None = None) -> None:
         super().__init__()
@@ -138,6 +144,7 @@ class Estimator(torch.nn.Module):
             "multi_sample_bound": cls.multi_sample_bound,
             "hyperparameters": cls.default_hyperparameters(),
             "paper": cls.paper,
+            "group": cls.group,
         }
 
     @classmethod

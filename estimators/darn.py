@@ -31,6 +31,7 @@ class DARN(Estimator):
     relaxed = True
     evals_per_sample = 1
     paper = "Gregor, Danihelka, Mnih, Blundell & Wierstra (2014), ICML"
+    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)

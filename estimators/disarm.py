@@ -27,6 +27,7 @@ class DisARM(Estimator):
     relaxed = False
     evals_per_sample = 2
     paper = "Dong, Mnih & Tucker (2020), NeurIPS"
+    group = "antithetic / coupled"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)

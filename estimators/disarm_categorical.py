@@ -50,6 +50,7 @@ class DisARMCategorical(Estimator):
     relaxed = False
     evals_per_sample = 2
     paper = "Dong, Mnih & Tucker (2021), Coupled Gradient Estimators for Discrete Latent Variables, NeurIPS"
+    group = "antithetic / coupled"
 
     def __init__(self, node: str = "categorical", *, samples: int = 1) -> None:
         super().__init__(node, samples)

@@ -30,6 +30,7 @@ class Exact(Estimator):
     evals_per_sample = None
     multi_sample = False
     paper = "Enumeration over all states (reference, not an estimator)"
+    group = "reference"
 
     def __init__(
         self, node: str = "bernoulli", *, max_states: int = DEFAULT_MAX_STATES,

@@ -33,6 +33,7 @@ class GumbelRao(Estimator):
     relaxed = True
     evals_per_sample = 1
     paper = "Paulus, Maddison & Krause (2021), Gumbel-Rao Monte Carlo, ICLR"
+    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, draws: int = 10, temperature: float = 0.5) -> None:
         super().__init__(node, samples)

@@ -38,6 +38,7 @@ class IndeCateR(Estimator):
     evals_per_sample = 1
     evals_scale_with_event = True
     paper = "De Smet et al. (2023), IndeCateR (CatLog-derivative trick), NeurIPS"
+    group = "multi-sample"
 
     def evals_per_estimate(self, event_shape: torch.Size) -> int:
         units = int(event_shape[0])

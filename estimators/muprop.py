@@ -30,6 +30,7 @@ class MuProp(Estimator):
     evals_per_sample = 1
     extra_evals = 1
     paper = "Gu, Levine, Sutskever & Mnih (2016), ICLR"
+    group = "control variates"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)

@@ -33,6 +33,7 @@ class NVIL(Estimator):
     relaxed = False
     evals_per_sample = 1
     paper = "Mnih & Gregor (2014), NVIL, ICML"
+    group = "control variates"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, hidden: int = 16, decay: float = 0.8,
                  normalize: bool = False) -> None:

@@ -23,7 +23,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from estimators.base import FAMILY_VALUES, Estimator
+from estimators.base import FAMILY_VALUES, GROUPS, Estimator
 from estimators.nodes import FAMILIES, get_node
 from estimators.registry import ESTIMATORS
 
@@ -96,6 +96,8 @@ def _check_declarations(cls: type, spec: str) -> None:
         raise PluginError(f"{spec}: id {cls.id!r} is already taken by a built-in estimator")
     if cls.family not in FAMILY_VALUES:
         raise PluginError(f"{spec}: family must be one of {', '.join(map(repr, FAMILY_VALUES))}, got {cls.family!r}")
+    if cls.group not in GROUPS:
+        raise PluginError(f"{spec}: group must be one of {', '.join(map(repr, GROUPS))}, got {cls.group!r}")
     for flag in ("unbiased", "relaxed", "multi_sample"):
         if not isinstance(getattr(cls, flag), bool):
             raise PluginError(f"{spec}: {flag} must be True or False, got {getattr(cls, flag)!r}")

@@ -41,6 +41,7 @@ class REBAR(Estimator):
     relaxed = True
     evals_per_sample = 3
     paper = "Tucker et al. (2017), REBAR, NeurIPS"
+    group = "control variates"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, eta: float = 1.0, temperature: float = 0.5,
                  learn: bool = True) -> None:

@@ -23,6 +23,7 @@ class Reinforce(Estimator):
     relaxed = False
     evals_per_sample = 1
     paper = "Williams (1992), Machine Learning 8:229-256"
+    group = "score function"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)

@@ -27,6 +27,7 @@ class ReinforceEMA(Estimator):
     relaxed = False
     evals_per_sample = 1
     paper = "Williams (1992); moving-average baseline as in Mnih & Gregor (2014), ICML"
+    group = "score function"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, decay: float = 0.9) -> None:
         super().__init__(node, samples)

@@ -38,6 +38,7 @@ class ReinforceOptimal(Estimator):
     evals_per_sample = 1
     min_samples = 2
     paper = "Weaver & Tao (2001), UAI; Greensmith, Bartlett & Baxter (2004), JMLR 5"
+    group = "score function"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 4) -> None:
         super().__init__(node, samples)

@@ -31,6 +31,7 @@ class ReinMax(Estimator):
     relaxed = True
     evals_per_sample = 1
     paper = "Liu et al. (2023), Bridging Discrete and Backpropagation: Straight-Through and Beyond, NeurIPS"
+    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 1.0) -> None:
         super().__init__(node, samples)

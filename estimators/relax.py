@@ -35,6 +35,7 @@ class RELAX(Estimator):
     relaxed = False
     evals_per_sample = 1
     paper = "Grathwohl et al. (2018), Backpropagation through the Void, ICLR"
+    group = "control variates"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, hidden: int = 10, learn: bool = True) -> None:
         super().__init__(node, samples)

@@ -26,6 +26,7 @@ class RLOO(Estimator):
     evals_per_sample = 1
     min_samples = 2
     paper = "Kool, van Hoof & Welling (2019), ICLR DeepRLStructPred workshop"
+    group = "multi-sample"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 2) -> None:
         super().__init__(node, samples)

@@ -28,6 +28,7 @@ class STGumbelSoftmax(Estimator):
     relaxed = True
     evals_per_sample = 1
     paper = "Jang, Gu & Poole (2017), ICLR, Sec. 2.2"
+    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 0.5) -> None:
         super().__init__(node, samples)

@@ -26,6 +26,7 @@ class StraightThrough(Estimator):
     relaxed = True
     evals_per_sample = 1
     paper = "Bengio, Leonard & Courville (2013), arXiv:1308.3432"
+    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)

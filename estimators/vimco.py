@@ -40,6 +40,7 @@ class VIMCO(Estimator):
     min_samples = 2
     multi_sample_bound = True
     paper = "Mnih & Rezende (2016), VIMCO, ICML"
+    group = "multi-sample"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 2) -> None:
         super().__init__(node, samples)

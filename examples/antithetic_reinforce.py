@@ -27,6 +27,7 @@ class AntitheticReinforce(Estimator):
     family = "bernoulli"
     unbiased = False
     relaxed = False
+    group = "antithetic / coupled"  # for the report's colours and legend
     evals_per_sample = 2
     paper = "Worked example for dgbench compare (an antithetic pair as mutual baselines)"
 

@@ -285,6 +285,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.store import StoreError
     from harness.suites import SuiteError
     from reports.build import build_report
+    from reports.comparison import unbiasedness_failures
 
     try:
         cls = resolve_estimator(args.estimator)
@@ -303,7 +304,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     written = build_report(out)
     print(f"{record['estimator']} on {record['suite']}: {record['reuse_note']}; "
           f"{record['cells_computed']} cells computed -> {out / 'report' / 'index.html'} ({len(written)} files)")
-    return 1 if record["counts"].get("failed") else 0
+    failing = unbiasedness_failures(out, record["estimator"]) if record["unbiased"] else []
+    if failing:
+        print(f"{record['estimator']} declares unbiased = True but fails the unbiasedness check "
+              f"(family-wise level 1e-3) on {len(failing)} cell(s):", file=sys.stderr)
+        for line in failing:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if record["counts"].get("failed") or failing else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

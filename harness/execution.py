@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from estimators.registry import ESTIMATORS
 from harness.cells import run_cell
 from harness.provenance import provenance
 from harness.store import ResultStore
@@ -88,6 +89,8 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
 
             runner = on_dask
 
+        store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
+                            {c.estimator: ESTIMATORS[c.estimator].capabilities() for c in cells})
         run_id = store.start_run(time.time(), info)
         counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress,
                            plugins=plugins, runner=runner)

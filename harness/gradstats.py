@@ -112,6 +112,8 @@ def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = No
     bias z-scores then use ``sqrt(se^2 + reference_se^2)``, the standard error of the
     difference of two independent means.
     """
+    # Round-off follows the precision the gradients were computed in (float32 problems too).
+    eps = max(torch.finfo(t.dtype).eps if t.dtype.is_floating_point else 0.0 for t in (estimates, exact))
     estimates = estimates.detach().to(torch.float64)
     exact = exact.detach().to(torch.float64).reshape(-1)
     r = estimates.shape[0]
@@ -123,7 +125,7 @@ def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = No
     # Float round-off alone makes |bias| ~ eps * max|g|; an estimator with (near) zero
     # variance would otherwise get an enormous z-score for a bias of 1e-17.
     scale = torch.maximum(exact.abs().max(), mean.abs().max())  # round-off follows the largest terms
-    roundoff = ROUNDOFF_ULPS * torch.finfo(torch.float64).eps * scale
+    roundoff = ROUNDOFF_ULPS * eps * scale
     z = bias.abs() / torch.maximum(combined, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
     std = variance.sqrt()
     snr = torch.where(std > 0, mean.abs() / std, torch.full_like(std, math.inf))

@@ -13,6 +13,9 @@ Schema (see README, "Results database"):
              skipped), reason, traceback, started, finished
 ``metrics``  (cell_key, name, value): scalar results
 ``series``   (cell_key, step, wall, name, value): time series along training
+``catalog``  (kind, id, info): what the run's problems and estimators declare (JSON:
+             a problem's true scores and direction, an estimator's capabilities and
+             group), so that reports rank and label without importing the registries
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ CREATE TABLE IF NOT EXISTS series (
     name TEXT NOT NULL, value REAL
 );
 CREATE INDEX IF NOT EXISTS series_cell ON series(cell_key);
+CREATE TABLE IF NOT EXISTS catalog (
+    kind TEXT NOT NULL CHECK (kind IN ('problem', 'estimator')), id TEXT NOT NULL, info TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
 """
 
 DB_NAME = "results.db"
@@ -87,6 +94,14 @@ class ResultStore:
 
     def finish_run(self, run_id: int, finished: float) -> None:
         self.db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (finished, run_id))
+
+    def write_catalog(self, problems: dict[str, dict[str, Any]], estimators: dict[str, dict[str, Any]]) -> None:
+        """Record (or refresh) the declarations of the run's problems and estimators."""
+        rows = [("problem", k, json.dumps(v, default=str)) for k, v in problems.items()]
+        rows += [("estimator", k, json.dumps(v, default=str)) for k, v in estimators.items()]
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO catalog VALUES (?, ?, ?)", rows)
 
     def finished_keys(self) -> set[str]:
         """Keys of cells that need no recomputation (failed cells are retried)."""

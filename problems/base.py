@@ -12,6 +12,11 @@ Class attributes:
 ``differentiable``  whether f is differentiable in z (relaxed estimators need it)
 ``batch_dims``      trailing batch dims of the per-sample values that :meth:`objective`
                     averages over (0 for toys, 1 for problems on minibatches of data)
+``scores``          the true scores a trained model is judged by, best first: held-out
+                    evaluation metrics (names of :meth:`evaluate`'s keys) with their
+                    direction. Reports rank on the first, never on the training
+                    objective (a relaxed estimator's own surrogate). Default: the exact
+                    objective at hard samples, in the objective's direction.
 ``bound_option``    the option holding k where the objective can be a k-sample bound
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -57,6 +63,15 @@ class NotApplicable(ValueError):
     """The problem cannot host this estimator (the harness records the cell as skipped)."""
 
 
+@dataclass(frozen=True)
+class Score:
+    """A true score of a trained model: an evaluation metric and its direction."""
+
+    metric: str  # a key of Problem.evaluate()
+    label: str  # how reports name it, e.g. "test ELBO (nats)"
+    higher_is_better: bool
+
+
 class Problem(torch.nn.Module):
     id: ClassVar[str] = ""
     family: ClassVar[str] = "bernoulli"
@@ -65,6 +80,15 @@ class Problem(torch.nn.Module):
     batch_dims: ClassVar[int] = 0
     bound_option: ClassVar[str | None] = None
     description: ClassVar[str] = ""
+    scores: ClassVar[tuple[Score, ...]] = ()
+
+    @classmethod
+    def declared_scores(cls) -> tuple[Score, ...]:
+        """:attr:`scores`, or by default the exact objective at hard samples (what the
+        default :meth:`evaluate` reports) in the objective's direction."""
+        if cls.scores:
+            return cls.scores
+        return (Score("exact_objective", "exact objective at hard samples", higher_is_better=not cls.minimize),)
 
     def node_names(self) -> tuple[str, ...]:
         return ("z",)
@@ -186,6 +210,7 @@ class Problem(torch.nn.Module):
             "minimize": cls.minimize,
             "differentiable": cls.differentiable,
             "options": cls.default_options(),
+            "scores": [asdict(score) for score in cls.declared_scores()],
             "description": cls.description,
         }
 

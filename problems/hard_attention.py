@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from problems import latent
+from problems.base import Score
 from problems.data import SPLITS, load_digits_binarized
 from problems.minibatch import MinibatchProblem
 
@@ -81,6 +82,8 @@ def cluttered_canvases(pixels: np.ndarray, grid: int, clutter: int, seed: int) -
 
 class HardAttentionBase(MinibatchProblem):
     minimize = False
+    scores = (Score("test_accuracy", "test accuracy (fraction)", higher_is_better=True),
+              Score("test_objective", "test objective at hard attention (nats)", higher_is_better=True))
     differentiable = True
 
     def _build(self, *, grid: int, clutter: int, copies: int, hidden: int, batch_size: int, dtype: torch.dtype,

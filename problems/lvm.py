@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from problems.base import Score
 from problems.latent import logmeanexp
 from problems.minibatch import MinibatchProblem
 
@@ -28,6 +29,9 @@ TRAIN_EVAL_EXAMPLES = 10_000
 
 class LatentVariableModel(MinibatchProblem):
     minimize = False
+    # Ranked on the held-out ELBO (what the papers' tables report); IWAE-k is shown beside it.
+    scores = (Score("test_elbo", "test ELBO (nats per example)", higher_is_better=True),
+              Score("test_iwae", "test IWAE-k bound (nats per example)", higher_is_better=True))
 
     def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int) -> None:
         """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``.

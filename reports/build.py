@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import json
-
-from reports.comparison import comparison_table
+from reports.comparison import Comparison, comparison_html, compare_estimator
 from reports.figures import all_figures
-from reports.page import index_html, write_tables
+from reports.leaderboard import boards, overall
+from reports.page import index_html, summary_markdown, write_tables
 from reports.results import ReportError, load
-from reports.summary import long_summary, wide_table
+from reports.summary import config_tables, long_summary, not_run, numeric_table
 
 FORMATS = ("html", "md", "tex", "csv")
 
@@ -25,20 +25,24 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
     out = Path(out) if out else Path(directory) / "report"
     out.mkdir(parents=True, exist_ok=True)
     long = long_summary(results)  # the bootstrap work, done once for tables, figures and comparison
-    display, numeric = wide_table(results, long)
-    written = write_tables(display, numeric, out, formats)
-    comparison = None
+    board_map = boards(results)
+    ranking = overall(board_map)
+    tables = config_tables(results, long, board_map)
+    title = f"dgbench report: suite {results.suite.get('name', '?')} ({Path(directory).name})"
+    written = write_tables(numeric_table(results, long, board_map), summary_markdown(title, board_map, ranking, tables),
+                           out, formats, tables)
+    comparison: Comparison | None = None
     record_path = Path(directory) / "compare.json"
     if record_path.is_file():  # a `dgbench compare` directory: the new estimator comes first
         record = json.loads(record_path.read_text())
-        comparison = (record, comparison_table(results, long, record["estimator"], record.get("unbiased", False)))
+        comparison = compare_estimator(results, long, board_map, record)
         table_path = out / "comparison.csv"
-        comparison[1].to_csv(table_path, index=False)
+        comparison.table.to_csv(table_path, index=False)
         written.append(table_path)
     if "html" in formats:
-        figures = all_figures(results, long, out / "figures")
-        title = f"dgbench report: suite {results.suite.get('name', '?')} ({Path(directory).name})"
+        figures = all_figures(results, long, board_map, out / "figures", ranking)
         page = out / "index.html"
-        page.write_text(index_html(results, display, figures, title, comparison), encoding="utf-8")
+        page.write_text(index_html(results, board_map, ranking, tables, not_run(results), figures, title,
+                                   comparison_html(comparison) if comparison else None), encoding="utf-8")
         written += [page] + [p for paths in figures.values() for p in paths]
     return written

@@ -1,27 +1,118 @@
-"""The report's tables in several formats and the self-contained ``index.html``."""
+"""The report's tables in several formats and the self-contained ``index.html``.
+
+The page opens with the answer (the leaderboard and the overall ranking), then says how to
+read it, then the details: per-configuration tables (sortable), figures, cells that did not
+finish, provenance and the suite.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from reports.leaderboard import Board
+from reports.markdown import markdown_table
 from reports.results import Results
+from reports.significance import ALPHA_BIAS, ALPHA_TIE
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 1400px; }
-table { border-collapse: collapse; font-size: 12px; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #f0f0f0; }
-img { max-width: 100%; border: 1px solid #ddd; margin-bottom: 1em; }
+body { font-family: system-ui, sans-serif; margin: 1.2em 2em; max-width: 1500px; color: #222; }
+h1 { font-size: 1.5em; margin: 0 0 0.2em 0; }
+h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1em; margin-bottom: 0.3em; }
+.meta { color: #555; margin: 0 0 0.8em 0; font-size: 13px; }
+table { border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; vertical-align: top; }
+th { background: #f3f3f3; }
+td.text, th.text { text-align: left; }
+table.board td, table.board th { text-align: left; }
+table.board td.config { font-weight: 600; white-space: nowrap; }
+.best { font-weight: 700; }
+.tied { color: #333; }
+.muted { color: #777; font-size: 11px; }
+.biased { color: #b00; }
+.scroll { overflow-x: auto; }
+th { max-width: 9em; }
+.ci { display: block; color: #888; font-size: 10px; white-space: nowrap; }
+table.sortable th { cursor: pointer; }
+table.sortable th:after { content: " \\2195"; color: #aaa; font-size: 10px; }
+img { max-width: 100%; border: 1px solid #eee; margin-bottom: 1em; }
 pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 12px; }
+.note { font-size: 12px; color: #444; max-width: 1100px; }
 """
 
+# Click a header to sort its table: numbers by value (the leading number of the cell), text
+# alphabetically; a second click reverses.
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var dir = th.getAttribute('data-dir') === 'asc' ? -1 : 1;
+      th.setAttribute('data-dir', dir === 1 ? 'asc' : 'desc');
+      function key(row) {
+        var text = (row.cells[col] ? row.cells[col].textContent : '').trim();
+        var num = parseFloat(text.replace('\\u2212', '-'));
+        return isNaN(num) ? [1, text.toLowerCase()] : [0, num];
+      }
+      rows.sort(function (a, b) {
+        var ka = key(a), kb = key(b);
+        if (ka[0] !== kb[0]) return ka[0] - kb[0];
+        return (ka[1] < kb[1] ? -1 : ka[1] > kb[1] ? 1 : 0) * dir;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
 
-def write_tables(display: pd.DataFrame, numeric: pd.DataFrame, out: Path, formats: list[str]) -> list[Path]:
+# A self-check for browsers and tests: how many figures decoded once the page loaded, and
+# where the leaderboard starts.
+IMAGE_CHECK = """
+window.addEventListener('load', function () {
+  var imgs = Array.from(document.images);
+  document.body.setAttribute('data-images', imgs.length);
+  document.body.setAttribute('data-images-loaded', imgs.filter(function (i) {
+    return i.complete && i.naturalWidth > 0; }).length);
+  var board = document.querySelector('table.board');
+  if (board) {
+    var box = board.getBoundingClientRect();
+    document.body.setAttribute('data-leaderboard-top', Math.round(box.top + window.scrollY));
+  }
+});
+"""
+
+TOP = 3  # leaderboard cells name this many and summarise the rest
+
+
+def method_text(seeds: int) -> str:
+    """How the leaderboard's calls are made (shown on the page and in summary.md)."""
+    weak = (f" With {seeds} seeds the test has {max(seeds - 1, 0)} degree(s) of freedom, so only large, "
+            "consistent differences are called; run more seeds (<code>--seeds 5</code>) for sharper calls."
+            if 0 < seeds < 5 else "")
+    return (
+        "<b>Score</b>: the problem's true score at the end of training (held-out ELBO, test accuracy, or the exact "
+        "objective at hard samples), never a relaxed estimator's own training surrogate. "
+        "<b>Best</b>: best mean over seeds. <b>≈ tied</b>: not shown worse than the best by a one-sided paired "
+        f"t-test across common seeds, Holm-corrected within the configuration at family-wise level {ALPHA_TIE:g}; "
+        "a tie means \"not shown to differ\", not \"equal\"." + weak +
+        " <b>Variance</b>: mean per-coordinate gradient variance at the initial parameters, ranked (same test, on "
+        "log10) only among estimators at the suite's f-evaluation budget that declare themselves unbiased and whose "
+        "bias was not detected (compare biased ones by MSE in the details); "
+        "<b>variance × time</b> ranks every cost. <b>Bias</b>: <i>biased</i> when the largest |bias|/se over "
+        f"coordinates and seeds exceeds the two-sided Bonferroni critical value at family-wise level {ALPHA_BIAS:g}; "
+        "against a sampled reference the reference's standard error enters se. References (enumeration) are shown, "
+        "never ranked."
+    )
+
+
+def write_tables(numeric: pd.DataFrame, markdown: str, out: Path, formats: list[str],
+                 tables: dict[str, pd.DataFrame]) -> list[Path]:
     written = []
     if "csv" in formats:
         path = out / "summary.csv"
@@ -29,22 +120,15 @@ def write_tables(display: pd.DataFrame, numeric: pd.DataFrame, out: Path, format
         written.append(path)
     if "md" in formats:
         path = out / "summary.md"
-        path.write_text(display.reset_index().to_markdown(index=False) if _has_tabulate() else
-                        display.reset_index().to_string(index=False))
+        path.write_text(markdown, encoding="utf-8")
         written.append(path)
     if "tex" in formats:
         path = out / "summary.tex"
-        path.write_text(display.reset_index().to_latex(index=False, escape=True))
+        frames = [t.assign(configuration=c) for c, t in tables.items()]
+        combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        path.write_text(combined.to_latex(index=False, escape=True), encoding="utf-8")
         written.append(path)
     return written
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _image(path: Path) -> str:
@@ -52,38 +136,137 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def index_html(results: Results, display: pd.DataFrame, figures: dict[str, list[Path]], title: str,
-               comparison: tuple[dict, pd.DataFrame] | None = None) -> str:
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else ""
+
+
+def _names(standings: dict, value_format, limit: int = TOP) -> str:
+    """HTML: best first in bold, then the tied ones (names beyond ``limit`` summarised)."""
+    if not standings:
+        return '<span class="muted">no finished cells</span>'
+    ordered = sorted(standings.items(), key=lambda kv: kv[1].rank)
+    best_name, best = ordered[0]
+    parts = [f'<span class="best">{html.escape(best_name)}</span> {value_format(best.mean)}']
+    tied = [(n, s) for n, s in ordered[1:] if s.tied]
+    untested = [n for n, s in ordered[1:] if s.tied is None]
+    shown = ", ".join(f"{html.escape(n)} {value_format(s.mean)}" for n, s in tied[: limit - 1])
+    if tied:
+        more = len(tied) - (limit - 1)
+        title = html.escape(", ".join(n for n, _ in tied))
+        parts.append(f'<br><span class="tied" title="{title}">≈ {shown}'
+                     + (f" and {more} more tied" if more > 0 else "") + "</span>")
+    worse = len(ordered) - 1 - len(tied) - len(untested)
+    summary = []
+    if worse:
+        summary.append(f"{worse} shown worse")
+    if untested:
+        summary.append(f"{len(untested)} untested (one seed)")
+    if summary:
+        parts.append(f'<br><span class="muted">{", ".join(summary)} of {len(ordered)}</span>')
+    return "".join(parts)
+
+
+def _log10(value: float) -> str:
+    return f"10<sup>{value:.2f}</sup>" if math.isfinite(value) else ""
+
+
+def leaderboard_html(board_map: dict[str, Board]) -> str:
+    rows = ["<table class='board'><thead><tr><th>problem configuration</th><th>true score</th>"
+            "<th>best by score (≈ tied with best)</th><th>lowest gradient variance at equal f-evaluations</th>"
+            "<th>lowest variance × seconds per estimate</th></tr></thead><tbody>"]
+    for config, board in board_map.items():
+        if board.score is not None:
+            score = f"{html.escape(board.score.label)}<br><span class='muted'>{board.score.direction}</span>"
+        else:
+            score = "<span class='muted'>none declared</span>"
+        refs = "".join(f"<br><span class='muted'>reference {html.escape(e)}: {_fmt(v)}</span>"
+                       for e, v in board.references.items())
+        variance = _names(board.by_variance, _log10) if board.by_variance else "<span class='muted'>—</span>"
+        if math.isfinite(board.budget) and board.by_variance:
+            variance = f"<span class='muted'>{board.budget:g} evals:</span> " + variance
+        notes = []
+        if board.zero_variance:
+            notes.append("zero variance (exact here): " + ", ".join(map(html.escape, board.zero_variance)))
+        if board.biased:
+            notes.append(f"{len(board.biased)} biased (declared or detected), not ranked")
+        if notes:
+            variance += "<br><span class='muted'>" + "; ".join(notes) + "</span>"
+        work = _names(board.by_work, _log10) if board.by_work else "<span class='muted'>—</span>"
+        rows.append(f"<tr><td class='config'>{html.escape(config)}</td><td>{score}</td>"
+                    f"<td>{_names(board.by_score, _fmt)}{refs}</td><td>{variance}</td><td>{work}</td></tr>")
+    rows.append("</tbody></table>")
+    return "".join(rows)
+
+
+def table_html(frame: pd.DataFrame, sortable: bool = True, text_columns: tuple[str, ...] = ()) -> str:
+    cls = "sortable" if sortable else ""
+    head = "".join(f"<th class='{'text' if c in text_columns else ''}'>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = []
+        for c in frame.columns:
+            value = row[c]
+            text = "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else str(value)
+            if isinstance(value, float) and math.isfinite(value):
+                text = f"{value:.3g}"
+            klass = "text" if c in text_columns else ""
+            if c in ("bias", "bias at init") and text.startswith("biased"):
+                klass += " biased"
+            cells.append(f"<td class='{klass.strip()}'>{_cell_html(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table class='{cls}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _cell_html(text: str) -> str:
+    """Escaped cell text; a trailing ``[low, high]`` interval and any further lines set
+    small beneath the first."""
+    first, *rest = text.split("\n")
+    if first.endswith("]") and " [" in first:
+        first, interval = first.split(" [", 1)
+        rest.insert(0, "[" + interval)
+    return html.escape(first) + "".join(f"<span class='ci'>{html.escape(line)}</span>" for line in rest)
+
+
+def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFrame,
+               tables: dict[str, pd.DataFrame], not_run: dict[str, dict[str, list[str]]],
+               figures: dict[str, list[Path]], title: str, comparison: str | None = None) -> str:
     provenance = results.provenance()
     problems = results.cells[results.cells["status"].isin(["failed", "diverged", "skipped"])]
     issues = (problems.groupby(["status", "config", "estimator", "reason"], dropna=False).size()
               .reset_index(name="cells").sort_values(["status", "config", "estimator"]))
+    seeds = max((b.seeds for b in board_map.values()), default=0)
+    n_est = results.cells["estimator"].nunique()
+    meta = (f"{len(board_map)} problem configurations · {n_est} estimators · up to {seeds} seeds · "
+            f"commit {html.escape(str(provenance.get('git_commit', '?'))[:10])} · "
+            "<a href='#how'>how to read</a> · <a href='#details'>details</a> · <a href='#figures'>figures</a>")
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{html.escape(title)}</h1>", f"<p class='meta'>{meta}</p>",
     ]
     if comparison is not None:
-        record, table = comparison
-        parts += [
-            f"<h2>Comparison: {html.escape(record['estimator'])}</h2>",
-            f"<p>{html.escape(record['spec'])} on suite {html.escape(record['suite'])}: "
-            f"{html.escape(record['reuse_note'])} ({record['cells_reused']} cells reused, "
-            f"{record['cells_computed']} computed). Ratios are new / best built-in estimator "
-            "(lowest variance, bias and time; best final objective).</p>",
-            table.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.3g}"),
-        ]
-    parts += [
-        "<h2>Provenance</h2>", f"<pre>{html.escape(json.dumps(provenance, indent=2))}</pre>",
-        "<h2>Summary</h2>",
-        "<p>Mean over seeds with a 95% bootstrap interval [low, high]; gradient statistics at the "
-        "initial parameters; rank 1 is best (by final objective where trained, else gradient MSE); "
-        "status columns count cells.</p>",
-    ]
-    for config, table in display.groupby(level=0):
+        parts.append(comparison)
+    parts += ["<h2 id='leaderboard'>Leaderboard</h2>", leaderboard_html(board_map),
+              f"<p class='note'>{method_text(seeds)}</p>"]
+    if not overall.empty:
+        parts += ["<h2>Overall: mean rank by true score</h2>",
+                  "<p class='note'>Across the configurations where each estimator ran; relative rank is "
+                  "(rank − 1)/(estimators − 1), 0 = best, so that configurations with different numbers of "
+                  "estimators weigh the same. Sorted by it.</p>",
+                  table_html(overall, text_columns=("estimator",))]
+    parts += [f"<h2 id='how'>How to read this report</h2><p class='note'>{method_text(seeds)} "
+              "Values are means over seeds with a 95% percentile-bootstrap interval [low, high] of the mean; a "
+              "constant or single-seed value is shown alone. ↑ higher is better, ↓ lower is better. "
+              "Gradient statistics are taken at the initial parameters; timings exclude evaluation.</p>"]
+    parts.append("<h2 id='details'>Details per problem configuration</h2>"
+                 "<p class='note'>Click a column header to sort.</p>")
+    for config, table in tables.items():
         parts.append(f"<h3>{html.escape(str(config))}</h3>")
-        parts.append(table.droplevel(0).to_html(escape=True, na_rep=""))
-    parts.append("<h2>Figures</h2>")
+        parts.append(table_html(table, text_columns=("estimator", "bias at init", "vs best", "cells not done")))
+        for reason, names in sorted(not_run.get(config, {}).items()):
+            parts.append(f"<p class='muted'>Not run ({html.escape(reason)}): {html.escape(', '.join(sorted(names)))}</p>")
+    parts.append("<h2 id='figures'>Figures</h2>")
     for name, paths in figures.items():
         png = next(p for p in paths if p.suffix == ".png")
         parts.append(f"<h3>{html.escape(name)}</h3>{_image(png)}")
@@ -91,14 +274,37 @@ def index_html(results: Results, display: pd.DataFrame, figures: dict[str, list[
     if issues.empty:
         parts.append("<p>None.</p>")
     else:
-        parts.append(issues.to_html(index=False, escape=True, na_rep=""))
-    parts.append("<h2>Suite</h2>")
-    parts.append(f"<pre>{html.escape(results.suite.get('source', ''))}</pre>")
-    # A self-check for browsers and tests: how many figures decoded once the page loaded.
-    parts.append("<script>window.addEventListener('load', function () {"
-                 "var imgs = Array.from(document.images);"
-                 "document.body.setAttribute('data-images', imgs.length);"
-                 "document.body.setAttribute('data-images-loaded', imgs.filter(function (i) {"
-                 "return i.complete && i.naturalWidth > 0; }).length); });</script>")
-    parts.append("</body></html>")
+        parts.append(table_html(issues, text_columns=("status", "config", "estimator", "reason")))
+    parts += ["<h2>Provenance</h2>", f"<pre>{html.escape(json.dumps(provenance, indent=2))}</pre>",
+              "<h2>Suite</h2>", f"<pre>{html.escape(results.suite.get('source', ''))}</pre>",
+              f"<script>{SORT_SCRIPT}{IMAGE_CHECK}</script>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFrame,
+                     tables: dict[str, pd.DataFrame]) -> str:
+    """summary.md: the leaderboard, the overall ranking and the detailed tables as Markdown."""
+    seeds = max((b.seeds for b in board_map.values()), default=0)
+
+    def names(standings: dict) -> str:
+        ordered = sorted(standings.items(), key=lambda kv: kv[1].rank)
+        if not ordered:
+            return ""
+        text = f"**{ordered[0][0]}**"
+        tied = [n for n, s in ordered[1:] if s.tied]
+        return text + (f" (≈ {', '.join(tied)})" if tied else "")
+
+    rows = [{"configuration": config,
+             "true score": f"{b.score.label}, {b.score.direction}" if b.score else "",
+             "best by score (≈ tied)": names(b.by_score),
+             "lowest variance at equal evals": names(b.by_variance),
+             "lowest variance × time": names(b.by_work)} for config, b in board_map.items()]
+    plain = method_text(seeds).replace("<b>", "**").replace("</b>", "**").replace("<i>", "*").replace("</i>", "*")
+    plain = plain.replace("<code>", "`").replace("</code>", "`")
+    parts = [f"# {title}", "", "## Leaderboard", "", markdown_table(pd.DataFrame(rows)), "", plain, ""]
+    if not overall.empty:
+        parts += ["## Overall: mean rank by true score", "", markdown_table(overall), ""]
+    parts += ["## Details", ""]
+    for config, table in tables.items():
+        parts += [f"### {config}", "", markdown_table(table), ""]
     return "\n".join(parts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,8 @@ class Results:
     cells: pd.DataFrame  # one row per cell, with a `config` label (problem and options)
     metrics: pd.DataFrame  # cells joined with (name, value)
     series: pd.DataFrame  # cells joined with (step, wall, name, value)
+    problems: dict[str, dict] = field(default_factory=dict)  # declarations from the catalog table
+    estimators: dict[str, dict] = field(default_factory=dict)
 
     def provenance(self) -> dict:
         """The provenance of the latest run."""
@@ -53,10 +55,15 @@ def load(directory: str | Path) -> Results:
                             "status, reason, started, finished FROM cells", db)
         metrics = pd.read_sql("SELECT cell_key AS key, name, value FROM metrics", db)
         series = pd.read_sql("SELECT cell_key AS key, step, wall, name, value FROM series", db)
+        catalog = {"problem": {}, "estimator": {}}
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalog'").fetchone():
+            for kind, ident, info in db.execute("SELECT kind, id, info FROM catalog"):
+                catalog[kind][ident] = json.loads(info)
     cells["config"] = [config_label(p, o) for p, o in zip(cells["problem"], cells["options"])]
     columns = ["key", "kind", "config", "problem", "estimator", "seed", "status"]
     return Results(
         suite=suite, runs=runs, cells=cells,
         metrics=metrics.merge(cells[columns], on="key"),
         series=series.merge(cells[columns], on="key"),
+        problems=catalog["problem"], estimators=catalog["estimator"],
     )

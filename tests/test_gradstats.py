@@ -84,6 +84,17 @@ def test_zero_variance_estimates_get_no_spurious_bias_z():
     assert math.isfinite(stats.cosine)
 
 
+def test_round_off_floor_follows_the_precision_of_the_computation():
+    """A zero-variance float32 estimate of a float32 gradient differs from its float64
+    value by float32 round-off only: no spurious bias z (it was 2e7 on hard attention)."""
+    exact = torch.tensor([0.3, -1.7, 2.5e-3, 11.0], dtype=torch.float64)
+    estimates = exact.to(torch.float32).expand(100, 4)
+    assert summarise(estimates, exact.to(torch.float32)).bias_z_max < 1.0
+    assert summarise(estimates, exact).bias_z_max < 1.0
+    # A real bias of 1e-3 relative stays far above that floor.
+    assert summarise(estimates * (1 + 1e-3), exact).bias_z_max > 5.0
+
+
 def test_seeds_depend_on_problem_config_and_index_only():
     a = derive_seed("bernoulli-toy", {"dim": 1}, 0)
     assert a == derive_seed("bernoulli-toy", {"dim": 1}, 0)

@@ -88,6 +88,48 @@ def test_html_page_is_self_contained_and_escapes_names(run_dir, tmp_path):
     assert {p.suffix for p in written} >= {".html", ".png", ".svg", ".csv", ".md", ".tex"}
 
 
+def _score_ranks(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[summary["score rank"].notna()][["config", "estimator", "score metric", "score rank"]]
+
+
+def test_rankings_use_the_true_score_never_the_training_surrogate(run_dir, tmp_path):
+    """Ranks follow the mean of each problem's declared score (the exact objective at hard
+    samples on the toys); making gumbel-softmax's relaxed training objective the best
+    possible changes nothing; the enumeration reference is never ranked."""
+    build_report(run_dir, ["csv"], tmp_path / "a")
+    summary = pd.read_csv(tmp_path / "a" / "summary.csv")
+    ranked = _score_ranks(summary)
+    assert set(ranked["score metric"]) == {"exact_objective"} and "exact" not in set(ranked["estimator"])
+    scores = db_values(run_dir, "train", "final_exact_objective")
+    for config, group in ranked.groupby("config"):
+        problem = config.split("(")[0]
+        means = scores[(scores["problem"] == problem) & (scores["estimator"] != "exact")].groupby("estimator")["value"].mean()
+        expected = means.rank(method="min").astype(int)  # both toys minimise
+        assert dict(zip(group["estimator"], group["score rank"].astype(int))) == expected.to_dict(), config
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "results.db").write_bytes((run_dir / "results.db").read_bytes())
+    with sqlite3.connect(copy / "results.db") as db:
+        db.execute("UPDATE metrics SET value = -1e9 WHERE name = 'final_objective' AND cell_key IN "
+                   "(SELECT key FROM cells WHERE estimator = 'gumbel-softmax')")
+    build_report(copy, ["csv"], tmp_path / "b")
+    after = _score_ranks(pd.read_csv(tmp_path / "b" / "summary.csv"))
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), ranked.reset_index(drop=True))
+
+
+def test_page_opens_with_the_leaderboard_and_summary_md_is_a_markdown_table(run_dir, tmp_path):
+    build_report(run_dir, ["html", "md"], tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    assert page.index("Leaderboard") < page.index("Details per problem configuration") < page.index("<img")
+    board = page[page.index("Leaderboard"):page.index("</table>", page.index("Leaderboard"))]
+    assert "reference exact" in board  # shown as a reference line, not ranked
+    assert "lower is better" in board and "higher is better" not in board  # the toys minimise
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| configuration |")))
+    assert lines[header + 1].startswith("|---") and lines[header + 1].count("|") == lines[header].count("|")
+    assert all(line.count("|") >= lines[header].count("|") for line in lines[header + 2:header + 4])
+
+
 def test_report_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no results database" in capsys.readouterr().err

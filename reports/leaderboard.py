@@ -1,0 +1,182 @@
+"""The answer first: per problem configuration, who is best, and which differences are real.
+
+Three boards per configuration, each ranked by the mean over seeds and marked with the
+tie test of :mod:`reports.significance`:
+
+* **score**: the problem's declared true score (``scores`` in the problem contract, from
+  the results' catalog): held-out ELBO for the latent-variable models, test accuracy for
+  hard attention, the exact objective at hard samples for the toys. Never the training
+  objective, which for relaxed estimators is their own surrogate.
+* **variance**: mean per-coordinate gradient variance at the initial parameters, at the
+  suite's f-evaluation budget (estimators whose cost differs are named, not ranked).
+* **work-normalised variance**: variance x seconds per estimate, the variance a fixed
+  amount of compute buys (every cost ranked).
+
+Variance boards rank only estimators that declare themselves unbiased and whose bias was
+not detected (a biased estimator's low variance buys nothing: its MSE, in the detailed
+tables, is what compares it) and leave out zero-variance cases (exact by construction on
+this problem), which are named. References (group "reference", e.g. enumeration) are
+never ranked; their score is shown as a reference line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from reports.results import Results
+from reports.significance import BiasVerdict, Standing, bias_verdict, standings
+
+# A fallback for results written before problems declared scores: (metric, label, higher is better).
+_FALLBACK_SCORES = (("test_elbo", "test ELBO (nats per example)", True),
+                    ("test_accuracy", "test accuracy (fraction)", True))
+ZERO_VARIANCE = 1e-30
+
+
+@dataclass
+class ScoreSpec:
+    metric: str
+    label: str
+    higher_is_better: bool
+
+    @property
+    def column(self) -> str:
+        return f"final_{self.metric}"
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+@dataclass
+class Board:
+    """One configuration's answer."""
+
+    config: str
+    score: ScoreSpec | None
+    by_score: dict[str, Standing] = field(default_factory=dict)
+    by_variance: dict[str, Standing] = field(default_factory=dict)
+    by_work: dict[str, Standing] = field(default_factory=dict)
+    references: dict[str, float] = field(default_factory=dict)  # reference estimator -> mean score
+    budget: float = math.nan  # f-evaluations per estimate of the variance board
+    other_cost: dict[str, float] = field(default_factory=dict)  # estimator -> evals, not on the variance board
+    zero_variance: list[str] = field(default_factory=list)
+    biased: list[str] = field(default_factory=list)  # declared biased, or bias detected: not on variance boards
+    bias: dict[str, BiasVerdict] = field(default_factory=dict)
+    seeds: int = 0
+
+
+def is_reference(results: Results, estimator: str) -> bool:
+    return results.estimators.get(estimator, {}).get("group") == "reference"
+
+
+def group_of(results: Results, estimator: str) -> str:
+    return results.estimators.get(estimator, {}).get("group", "other")
+
+
+def declared_unbiased(results: Results, estimator: str) -> bool | None:
+    return results.estimators.get(estimator, {}).get("unbiased")
+
+
+def score_specs(results: Results, problem: str) -> list[ScoreSpec]:
+    """The problem's declared scores, best first (a fallback for results without a catalog)."""
+    declared = results.problems.get(problem, {}).get("scores")
+    if declared:
+        return [ScoreSpec(s["metric"], s["label"], bool(s["higher_is_better"])) for s in declared]
+    names = set(results.metrics.loc[results.metrics["problem"] == problem, "name"])
+    specs = [ScoreSpec(m, label, hib) for m, label, hib in _FALLBACK_SCORES if f"final_{m}" in names]
+    if "final_exact_objective" in names:
+        minimize = results.metrics.loc[(results.metrics["problem"] == problem)
+                                       & (results.metrics["name"] == "minimize"), "value"]
+        specs.append(ScoreSpec("exact_objective", "exact objective at hard samples",
+                               not (bool(minimize.iloc[0]) if len(minimize) else True)))
+    return specs
+
+
+def per_seed(results: Results, kind: str) -> pd.DataFrame:
+    """Finished cells of ``kind`` as one row per (config, estimator, seed), metrics as columns."""
+    m = results.metrics[(results.metrics["kind"] == kind) & (results.metrics["status"] == "done")]
+    if m.empty:
+        return pd.DataFrame(columns=["config", "problem", "estimator", "seed"])
+    wide = m.pivot_table(index=["config", "problem", "estimator", "seed"], columns="name", values="value",
+                         aggfunc="first")
+    return wide.reset_index()
+
+
+def _matrix(frame: pd.DataFrame, column: str, estimators: list[str] | None = None) -> pd.DataFrame:
+    """seed x estimator values of ``column``."""
+    if column not in frame:
+        return pd.DataFrame()
+    table = frame.pivot_table(index="seed", columns="estimator", values=column, aggfunc="first")
+    if estimators is not None:
+        table = table[[e for e in table.columns if e in estimators]]
+    return table.replace([np.inf, -np.inf], np.nan)
+
+
+def boards(results: Results) -> dict[str, Board]:
+    """One :class:`Board` per configuration that has any finished cell."""
+    train, grads = per_seed(results, "train"), per_seed(results, "gradstats")
+    configs = sorted(set(train["config"]) | set(grads["config"]))
+    problem_of = dict(zip(results.cells["config"], results.cells["problem"]))
+    out = {}
+    for config in configs:
+        specs = score_specs(results, problem_of[config])
+        board = Board(config, specs[0] if specs else None)
+        t = train[train["config"] == config]
+        if board.score is not None and board.score.column in t:
+            values = _matrix(t, board.score.column)
+            refs = [e for e in values.columns if is_reference(results, e)]
+            board.references = {e: float(values[e].mean()) for e in refs if values[e].notna().any()}
+            board.by_score = standings(values.drop(columns=refs), board.score.higher_is_better)
+            board.seeds = int(values.notna().sum().max()) if not values.empty else 0
+        g = grads[grads["config"] == config]
+        if not g.empty:
+            _variance_boards(results, board, g)
+        out[config] = board
+    return out
+
+
+def _variance_boards(results: Results, board: Board, g: pd.DataFrame) -> None:
+    for estimator, rows in g.groupby("estimator"):
+        verdict = bias_verdict(rows.get("bias_z_max", pd.Series(dtype=float)).to_numpy(float),
+                               rows.get("coordinates", pd.Series(1.0, index=rows.index)).to_numpy(float),
+                               rows.get("reference_is_exact", pd.Series(0.0, index=rows.index)).to_numpy(float))
+        if verdict is not None:
+            board.bias[str(estimator)] = verdict
+    ranked = [e for e in g["estimator"].unique() if not is_reference(results, e)]
+    board.biased = sorted(e for e in ranked if declared_unbiased(results, e) is False
+                          or (e in board.bias and board.bias[e].verdict == "biased"))
+    variance = _matrix(g, "variance_mean", ranked)
+    zero = [e for e in variance.columns if (variance[e].dropna() <= ZERO_VARIANCE).all() and variance[e].notna().any()]
+    board.zero_variance = sorted(zero)
+    eligible = [e for e in variance.columns if e not in zero and e not in board.biased]
+    evals = _matrix(g, "evals_per_estimate", eligible).median()
+    if not evals.empty:
+        board.budget = float(evals.mode().iloc[0])
+        board.other_cost = {e: float(v) for e, v in evals.items() if v != board.budget}
+    at_budget = [e for e in eligible if e not in board.other_cost]
+    with np.errstate(divide="ignore"):
+        board.by_variance = standings(np.log10(variance[at_budget]), higher_is_better=False)
+        work = variance[eligible] * _matrix(g, "seconds_per_estimate", eligible)
+        board.by_work = standings(np.log10(work), higher_is_better=False)
+
+
+def overall(board_map: dict[str, Board]) -> pd.DataFrame:
+    """Mean rank by score across configurations, with how often each estimator is best or tied."""
+    rows: dict[str, dict] = {}
+    for board in board_map.values():
+        n = len(board.by_score)
+        for estimator, s in board.by_score.items():
+            r = rows.setdefault(estimator, {"estimator": estimator, "ranks": [], "normalised": [], "best or tied": 0})
+            r["ranks"].append(s.rank)
+            r["normalised"].append((s.rank - 1) / (n - 1) if n > 1 else 0.0)
+            r["best or tied"] += s.rank == 1 or bool(s.tied)
+    table = pd.DataFrame([{
+        "estimator": r["estimator"], "configurations": len(r["ranks"]), "mean rank": float(np.mean(r["ranks"])),
+        "mean relative rank": float(np.mean(r["normalised"])), "best or tied": r["best or tied"],
+    } for r in rows.values()], columns=["estimator", "configurations", "mean rank", "mean relative rank",
+                                        "best or tied"])
+    return table.sort_values(["mean relative rank", "mean rank", "estimator"]).reset_index(drop=True)
