@@ -135,6 +135,11 @@ def compare_estimator(results: Results, long: pd.DataFrame, board_map: dict[str,
         row["bias"] = verdict.text().replace("\n", "; ") if verdict else ""
         if zero:
             row["left out (zero variance)"] = ", ".join(zero)
+        mine = results.cells[(results.cells["config"] == config) & (results.cells["estimator"] == estimator)]
+        if not mine["status"].isin(["done", "diverged"]).any():
+            reasons = mine["reason"].dropna()
+            row["note"] = "not run: " + (str(reasons.iloc[0]).splitlines()[0] if len(reasons) else
+                                         ", ".join(sorted(set(mine["status"]))))
         if claims_unbiased:
             row["unbiasedness check"] = check.get(config, ("no check: no gradient-statistics cell", []))[0]
         rows.append(row)
@@ -156,5 +161,5 @@ def comparison_html(comparison: Comparison) -> str:
         verdict,
         table_html(table, text_columns=("config", "rank", "vs best", "best built-in score", "variance compared with",
                                          "time compared with", "bias", "left out (zero variance)",
-                                         "unbiasedness check")),
+                                         "unbiasedness check", "note")),
     ])

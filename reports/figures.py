@@ -90,12 +90,16 @@ def _grid(n: int, cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def _log(ax: plt.Axes, which: str) -> None:
-    """Log scale on ``which`` ("x", "y" or "xy"): at most 7 labelled ticks at 1, 2 and 5
-    times a power of ten (so that short ranges still carry numbers), no minor labels."""
+    """Log scale on ``which`` ("x", "y" or "xy"), called once the data are drawn: labels at
+    1, 2 and 5 times a power of ten on short ranges (so that they still carry numbers), at
+    most 8 decades otherwise; no minor labels."""
     for name in which:
         axis = ax.xaxis if name == "x" else ax.yaxis
         (ax.set_xscale if name == "x" else ax.set_yscale)("log")
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=7))
+        low, high = ax.get_xlim() if name == "x" else ax.get_ylim()
+        decades = math.log10(high / low) if low > 0 and high > low else 1.0
+        subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         axis.set_minor_formatter(NullFormatter())
 

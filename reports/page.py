@@ -92,9 +92,13 @@ TOP = 3  # leaderboard cells name this many and summarise the rest
 
 def method_text(seeds: int) -> str:
     """How the leaderboard's calls are made (shown on the page and in summary.md)."""
-    weak = (f" With {seeds} seeds the test has {max(seeds - 1, 0)} degree(s) of freedom, so only large, "
-            "consistent differences are called; run more seeds (<code>--seeds 5</code>) for sharper calls."
-            if 0 < seeds < 5 else "")
+    if seeds == 1:
+        weak = " With one seed nothing is tested (\"untested\"); run more seeds (<code>--seeds 5</code>)."
+    elif 1 < seeds < 5:
+        weak = (f" With {seeds} seeds the test has {seeds - 1} degree{'s' if seeds > 2 else ''} of freedom, so only "
+                "large, consistent differences are called; run more seeds (<code>--seeds 5</code>) for sharper calls.")
+    else:
+        weak = ""
     return (
         "<b>Score</b>: the problem's true score at the end of training (held-out ELBO, test accuracy, or the exact "
         "objective at hard samples), never a relaxed estimator's own training surrogate. "
