@@ -6,7 +6,7 @@ See README, "Speed benchmarks".
 import torch
 
 from benchmarks import grid
-from estimators import ESTIMATORS
+from dgbench.estimators import ESTIMATORS
 
 
 class EstimatorStep:

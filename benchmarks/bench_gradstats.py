@@ -12,10 +12,10 @@ import time
 import torch
 
 from benchmarks import grid
-from estimators import ESTIMATORS
-from harness.gradstats import replicated_gradients
-from harness.seeding import make_generator
-from problems import PROBLEMS
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.gradstats import replicated_gradients
+from dgbench.harness.seeding import make_generator
+from dgbench.problems import PROBLEMS
 
 REPLICAS = 1000
 SAMPLING = [eid for eid, cls in ESTIMATORS.items() if cls.supports("bernoulli") and cls.evals_per_sample]

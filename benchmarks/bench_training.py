@@ -3,7 +3,7 @@
 ``time_``/``peakmem_``: one training step (objective estimate, backward, the estimators'
 auxiliary step, optimiser step) per estimator on ``bernoulli-toy`` (dim 200),
 ``vae-bernoulli-linear`` (batch 50) and ``vae-categorical``, exactly as ``dgbench run`` times
-it (:func:`harness.cells.train_step`); the hand-written reference steps of
+it (:func:`dgbench.harness.cells.train_step`); the hand-written reference steps of
 :mod:`benchmarks.reference_steps` on ``vae-bernoulli-linear``; one vectorised R = 1000
 gradient-statistics cell on ``bernoulli-toy``. MNIST problems read
 ``$DGBENCH_DATA_DIR`` (skipped when the data is missing).
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import torch
 
-from estimators import ESTIMATORS
 from benchmarks import grid, reference_steps
 from benchmarks.step_overhead import build_dgbench_step, build_problem, build_reference_step
-from harness.cells import node_estimators
-from harness.gradstats import replicated_gradients, summarise
-from harness.enumeration import exact_objective_and_gradient
-from harness.seeding import make_generator
-from problems import PROBLEMS
-from problems.data import DataUnavailable, load_binarized_mnist
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cells import node_estimators
+from dgbench.harness.enumeration import exact_objective_and_gradient
+from dgbench.harness.gradstats import replicated_gradients, summarise
+from dgbench.harness.seeding import make_generator
+from dgbench.problems import PROBLEMS
+from dgbench.problems.data import DataUnavailable, load_binarized_mnist
 
 try:  # asv forks every benchmark from a server that imported this module: read MNIST once, there
     load_binarized_mnist(download=False)

@@ -4,7 +4,7 @@ Each reference is what a researcher would write by hand for one estimator, witho
 dgbench: plain tensors for the linear Bernoulli VAE (784-200-784, learned prior, inputs
 centred by the training mean, analytic KL), the estimator's gradient written inline as a
 surrogate loss, ``backward`` and an Adam step. :mod:`benchmarks.step_overhead` times
-dgbench's own training step (:func:`harness.cells.train_step`) against these, and
+dgbench's own training step (:func:`dgbench.harness.cells.train_step`) against these, and
 ``tests/test_reference_steps.py`` checks that each reference computes dgbench's gradient
 from the same noise, so that the two timings are of the same estimator.
 
@@ -22,7 +22,7 @@ compared with.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.step_overhead --problem vae-bernoulli-digits --estimators reinforce,disarm
     .venv/bin/python -m benchmarks.step_overhead --json step-overhead.json
 
-For each estimator it times :func:`harness.cells.train_step` (what ``dgbench run`` times:
+For each estimator it times :func:`dgbench.harness.cells.train_step` (what ``dgbench run`` times:
 next minibatch, estimate, backward, the estimator's auxiliary step, finiteness check,
 Adam step) and the estimator's hand-written step from :mod:`benchmarks.reference_steps`
 (same model, noise convention and Adam step), and the ``plain`` step with no estimator.
@@ -21,15 +21,15 @@ import json
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from benchmarks import reference_steps
-from estimators import ESTIMATORS
-from harness.cells import materialize, node_estimators, train_step
-from problems import PROBLEMS
-from problems.data import DataUnavailable
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cells import materialize, node_estimators, train_step
+from dgbench.problems import PROBLEMS
+from dgbench.problems.data import DataUnavailable
 
 Step = Callable[[], None]
 NO_ESTIMATOR_TARGETS = ("reinforce", "rloo", "disarm")

@@ -1,13 +1,13 @@
 """Gradient estimators for discrete (Bernoulli and categorical) stochastic nodes.
 
-``Estimator`` is the contract (see :mod:`estimators.base`); ``ESTIMATORS`` maps ids to
-the built-in classes; :func:`estimators.plugin.load_estimator` loads and validates a
+``Estimator`` is the contract (see :mod:`dgbench.estimators.base`); ``ESTIMATORS`` maps ids to
+the built-in classes; :func:`dgbench.estimators.plugin.load_estimator` loads and validates a
 user's estimator from a file or ``module:attr``.
 """
 
-from estimators.base import Estimator, Objective, ObjectiveShapeError, score_function
-from estimators.nodes import BERNOULLI, CATEGORICAL, Node, get_node
-from estimators.registry import ESTIMATORS, get
+from dgbench.estimators.base import Estimator, Objective, ObjectiveShapeError, score_function
+from dgbench.estimators.nodes import BERNOULLI, CATEGORICAL, Node, get_node
+from dgbench.estimators.registry import ESTIMATORS, get
 
 __all__ = [
     "BERNOULLI",

@@ -32,7 +32,7 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
                       problems that expose a k-sample bound, instead of ``E f``
 
 Noise comes only from the ``generator`` passed to ``forward``; see
-:mod:`estimators.noise` for the one-uniform-draw convention.
+:mod:`dgbench.estimators.noise` for the one-uniform-draw convention.
 
 Learned parts (NVIL's baseline, REBAR's scale and temperature, RELAX's control variate)
 are parameters of the estimator module. In training mode ``forward`` records an
@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from estimators.nodes import FAMILIES, Node, get_node
+from dgbench.estimators.nodes import FAMILIES, Node, get_node
 
 Objective = Callable[[Tensor], Tensor]
 

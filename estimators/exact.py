@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, NotApplicable, Objective
-from estimators.nodes import log2_states
+from dgbench.estimators.base import Estimator, NotApplicable, Objective
+from dgbench.estimators.nodes import log2_states
 
 DEFAULT_MAX_STATES = 2**16
 DEFAULT_MAX_EVALUATIONS = 2**22

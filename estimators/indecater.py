@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective
 
 # f-evaluations per call of f: units are substituted in blocks below this size.
 BLOCK_EVALUATIONS = 2**12

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, score_function
 
 
 class MuProp(Estimator):

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import itertools
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from estimators import noise
+from dgbench.estimators import noise
 
 FAMILIES = ("bernoulli", "categorical")
 

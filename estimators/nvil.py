@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Objective, score_function
-from estimators.networks import control_network
+from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.networks import control_network
 
 
 class NVIL(Estimator):

@@ -23,9 +23,9 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from estimators.base import FAMILY_VALUES, GROUPS, Estimator
-from estimators.nodes import FAMILIES, get_node
-from estimators.registry import ESTIMATORS
+from dgbench.estimators.base import FAMILY_VALUES, GROUPS, Estimator
+from dgbench.estimators.nodes import FAMILIES, get_node
+from dgbench.estimators.registry import ESTIMATORS, register
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PROBE_SEED = 20260421
@@ -194,3 +194,10 @@ def resolve_estimator(spec: str) -> type[Estimator]:
     if ".py" in spec or ":" in spec or Path(spec).exists():
         return load_estimator(spec)
     raise PluginError(f"unknown estimator {spec!r}; known: {', '.join(ESTIMATORS)} (or a .py file / module:attr)")
+
+
+def register_plugins(specs: tuple[str, ...]) -> None:
+    """Load, validate and register plugin estimators by spec (each worker process loads
+    them itself, since classes from files do not pickle by reference)."""
+    for spec in specs:
+        register(resolve_estimator(spec))

@@ -25,8 +25,8 @@ import math
 import torch
 from torch import Tensor
 
-from estimators import noise
-from estimators.base import Estimator, Objective
+from dgbench.estimators import noise
+from dgbench.estimators.base import Estimator, Objective
 
 
 def second_moment(node, g: Tensor) -> Tensor:

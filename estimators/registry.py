@@ -5,27 +5,27 @@ Imports are explicit so that a broken estimator fails loudly at import time.
 
 from __future__ import annotations
 
-from estimators.arm import ARM
-from estimators.base import Estimator
-from estimators.darn import DARN
-from estimators.disarm import DisARM
-from estimators.disarm_categorical import DisARMCategorical
-from estimators.exact import Exact
-from estimators.gumbel_rao import GumbelRao
-from estimators.gumbel_softmax import GumbelSoftmax
-from estimators.indecater import IndeCateR
-from estimators.muprop import MuProp
-from estimators.nvil import NVIL
-from estimators.rebar import REBAR
-from estimators.reinforce import Reinforce
-from estimators.reinforce_ema import ReinforceEMA
-from estimators.reinforce_optimal import ReinforceOptimal
-from estimators.reinmax import ReinMax
-from estimators.relax import RELAX
-from estimators.rloo import RLOO
-from estimators.st_gumbel_softmax import STGumbelSoftmax
-from estimators.straight_through import StraightThrough
-from estimators.vimco import VIMCO
+from dgbench.estimators.arm import ARM
+from dgbench.estimators.base import Estimator
+from dgbench.estimators.darn import DARN
+from dgbench.estimators.disarm import DisARM
+from dgbench.estimators.disarm_categorical import DisARMCategorical
+from dgbench.estimators.exact import Exact
+from dgbench.estimators.gumbel_rao import GumbelRao
+from dgbench.estimators.gumbel_softmax import GumbelSoftmax
+from dgbench.estimators.indecater import IndeCateR
+from dgbench.estimators.muprop import MuProp
+from dgbench.estimators.nvil import NVIL
+from dgbench.estimators.rebar import REBAR
+from dgbench.estimators.reinforce import Reinforce
+from dgbench.estimators.reinforce_ema import ReinforceEMA
+from dgbench.estimators.reinforce_optimal import ReinforceOptimal
+from dgbench.estimators.reinmax import ReinMax
+from dgbench.estimators.relax import RELAX
+from dgbench.estimators.rloo import RLOO
+from dgbench.estimators.st_gumbel_softmax import STGumbelSoftmax
+from dgbench.estimators.straight_through import StraightThrough
+from dgbench.estimators.vimco import VIMCO
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.id: cls

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective
 
 
 class ReinMax(Estimator):

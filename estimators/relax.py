@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators import noise
-from estimators.base import Estimator, Objective
-from estimators.networks import control_network
-from estimators.rebar import second_moment
+from dgbench.estimators import noise
+from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.networks import control_network
+from dgbench.estimators.rebar import second_moment
 
 
 class RELAX(Estimator):

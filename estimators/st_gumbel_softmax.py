@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators import noise
-from estimators.base import Estimator, Objective
+from dgbench.estimators import noise
+from dgbench.estimators.base import Estimator, Objective
 
 
 class STGumbelSoftmax(Estimator):

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, score_function
 
 
 class VIMCO(Estimator):

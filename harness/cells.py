@@ -16,16 +16,16 @@ from typing import Any
 
 import torch
 
-from estimators.base import Estimator, NotApplicable
-from estimators.registry import ESTIMATORS
-from harness.devices import Stopwatch, peak_memory_mb, reset_peak_memory
-from harness.enumeration import exact_objective_and_gradient
-from harness.gradstats import flatten, gradient_statistics, replicated_gradients
-from harness.seeding import derive_seed, make_generator
-from harness.suites import Cell
-from problems.base import NotApplicable as ProblemNotApplicable
-from problems.base import Problem
-from problems.registry import PROBLEMS
+from dgbench.estimators.base import Estimator, NotApplicable
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.devices import Stopwatch, peak_memory_mb, reset_peak_memory
+from dgbench.harness.enumeration import exact_objective_and_gradient
+from dgbench.harness.gradstats import flatten, gradient_statistics, replicated_gradients
+from dgbench.harness.seeding import derive_seed, make_generator
+from dgbench.harness.suites import Cell
+from dgbench.problems.base import NotApplicable as ProblemNotApplicable
+from dgbench.problems.base import Problem
+from dgbench.problems.registry import PROBLEMS
 
 SCALAR_STATS = ("bias_norm", "bias_z_max", "variance_mean", "variance_total", "mse", "cosine", "snr_mean")
 

@@ -14,34 +14,23 @@ Errors in the user's input print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import torch
-
-from estimators.base import NotApplicable
-from problems.base import NotApplicable as ProblemNotApplicable
-from problems.data import DataUnavailable
-from estimators.plugin import PluginError, resolve_estimator
-from estimators.registry import ESTIMATORS
-from harness.devices import DeviceUnavailable, resolve_device
-from harness.cells import node_estimators, reference_gradient
-from harness.gradstats import gradient_statistics
-from harness.options import OptionError, coerce, parse_assignments
-from harness.seeding import derive_seed, make_generator
-from problems.registry import PROBLEMS, get as get_problem
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-class UsageError(Exception):
-    """Bad user input: reported on one line, exit status 2."""
+from dgbench.estimators.plugin import PluginError, resolve_estimator
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.devices import DeviceUnavailable, resolve_device
+from dgbench.harness.errors import UsageError
+from dgbench.harness.gradcheck import DTYPES, gradcheck
+from dgbench.harness.options import OptionError, parse_assignments
+from dgbench.harness.run import run, summary_line
+from dgbench.problems.data import DataUnavailable
+from dgbench.problems.registry import PROBLEMS
 
 
 def _json_safe(value: Any) -> Any:
@@ -76,85 +65,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['id']:<20}{r['family']:<13}{r['description']}")
     return 0
-
-
-def gradcheck(
-    problem_id: str,
-    estimator_spec: str,
-    *,
-    replicas: int = 10000,
-    seed: int = 0,
-    options: dict[str, str] | None = None,
-    hparams: dict[str, str] | None = None,
-    device: str = "cpu",
-    dtype: str = "float64",
-) -> dict[str, Any]:
-    """Gradient statistics of one estimator on one problem at its initial parameters."""
-    if replicas < 2:
-        raise UsageError(f"--replicas must be >= 2, got {replicas}")
-    try:
-        problem_cls = get_problem(problem_id)
-    except KeyError as err:
-        raise UsageError(err.args[0]) from None
-    try:
-        estimator_cls = resolve_estimator(estimator_spec)
-    except PluginError as err:
-        raise UsageError(str(err)) from None
-    if not estimator_cls.supports(problem_cls.family):
-        raise UsageError(
-            f"estimator {estimator_cls.id!r} (family {estimator_cls.family}) does not support "
-            f"the {problem_cls.family} problem {problem_id!r}"
-        )
-    try:
-        problem_options = coerce(options or {}, problem_cls.default_options(), f"option for {problem_id}")
-        estimator_hparams = coerce(hparams or {}, estimator_cls.default_hyperparameters(), f"hyperparameter of {estimator_cls.id}")
-        torch_device = resolve_device(device)
-    except (OptionError, DeviceUnavailable) as err:
-        raise UsageError(str(err)) from None
-    if estimator_cls.multi_sample_bound:
-        refusal = problem_cls.multi_sample_bound_refusal(problem_options)
-        if refusal:
-            raise UsageError(f"{estimator_cls.id} {refusal} ({problem_id})")
-        estimator_hparams.setdefault("samples", problem_cls.bound_size(problem_options))
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-
-    try:
-        problem_cls.prepare_data(problem_options)
-    except DataUnavailable as err:
-        raise UsageError(f"{problem_id}: {err}") from None
-    try:
-        problem = problem_cls(**problem_options, dtype=DTYPES[dtype], device=torch_device)
-        estimators = node_estimators(problem, estimator_cls, estimator_hparams, torch_device)
-    except (ValueError, TypeError) as err:
-        raise UsageError(str(err)) from None
-    estimator = next(iter(estimators.values()))
-
-    reference_generator = make_generator(derive_seed("gradcheck-reference", problem_id, problem.options(), seed), torch_device)
-    exact, source, reference_se = reference_gradient(problem, reference_generator)
-
-    noise_seed = derive_seed("gradcheck", problem_id, problem.options(), seed)
-    generator = make_generator(noise_seed, torch_device)
-    try:
-        stats, seconds = gradient_statistics(problem, estimators, exact, replicas, generator, torch_device,
-                                             reference_se)
-    except (NotApplicable, ProblemNotApplicable) as err:
-        raise UsageError(str(err)) from None
-    return {
-        "problem": problem_id,
-        "estimator": estimator_cls.id,
-        "replicas": replicas,
-        "seed": seed,
-        "options": problem.options(),
-        "hyperparameters": estimator.hyperparameters(),
-        "device": str(torch_device),
-        "dtype": dtype,
-        "exact_source": source,
-        "reference_standard_error": float(reference_se.norm()),
-        **stats.as_dict(),
-        "evals_per_estimate": problem.evals_per_estimate(estimators),
-        "seconds_per_estimate": seconds,
-    }
 
 
 def _print_gradcheck(result: dict[str, Any]) -> None:
@@ -193,7 +103,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     result = gradcheck(
         args.problem, args.estimator, replicas=args.replicas, seed=args.seed, options=options,
         hparams=hparams, device=args.device, dtype=args.dtype,
-    )
+    ).as_dict()
     if args.json:
         print(json.dumps(_json_safe(result), indent=2))
     else:
@@ -211,81 +121,20 @@ def _use_data_dir(directory: str | None) -> None:
         os.environ["DGBENCH_DATA_DIR"] = str(Path(directory).expanduser().resolve())
 
 
-def _prepare_data(cells: list) -> None:
-    from harness.execution import prepare_data
-
-    try:
-        prepare_data(cells)
-    except DataUnavailable as err:
-        raise UsageError(str(err)) from None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.execution import execute
-    from harness.provenance import git_commit
-    from harness.store import DB_NAME, ResultStore, StoreError
-    from harness.suites import SuiteError, expand, load_suite
-
     _use_data_dir(args.data_dir)
-    try:
-        suite = load_suite(args.suite)
-        cells = expand(suite, _ids(args.problems), _ids(args.estimators), args.seeds)
-        if not (args.backend == "dask" and args.scheduler):  # remote workers check their own devices
-            resolve_device(args.device)
-    except (SuiteError, DeviceUnavailable) as err:
-        raise UsageError(str(err)) from None
-    if args.scheduler and args.backend != "dask":
-        raise UsageError("--scheduler needs --backend dask")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be >= 0, got {args.retries}")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.backend == "dask" and importlib.util.find_spec("distributed") is None:
-        raise UsageError("--backend dask needs Dask distributed: pip install -e '.[dask]'")
-    _prepare_data(cells)
-    out = Path(args.out or f"results/{suite.name}")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
-    if (out / DB_NAME).exists():
-        import sqlite3
-        previous = dict(sqlite3.connect(out / DB_NAME).execute("SELECT key, value FROM suite"))
-        if previous and previous.get("name") != suite.name:
-            raise UsageError(f"{out} holds results of suite {previous.get('name')!r}, not {suite.name!r}; use another --out")
-        if previous and previous.get("digest") != suite.digest:
-            print(f"dgbench: note: suite {suite.name!r} changed since {out} was written; "
-                  "cells whose definition changed are computed anew", file=sys.stderr)
-    store = ResultStore(out)
-    try:
-        store.bind_suite(suite.name, suite.digest, suite.source)
-    except StoreError as err:
-        raise UsageError(str(err)) from None
-    last = store.db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
-    commit = git_commit()
-    if last and json.loads(last[0]).get("git_commit") != commit:
-        print(f"dgbench: note: code version changed since the last run in {out} "
-              f"({json.loads(last[0]).get('git_commit')} -> {commit}); finished cells are kept", file=sys.stderr)
-    already = len(store.finished_keys() & {c.key for c in cells})
-    from harness.dask_backend import DaskUnavailable
-
-    try:
-        counts = execute(cells, store, workers=args.workers, device=args.device, progress=not args.quiet,
-                         backend=args.backend, scheduler=args.scheduler, retries=args.retries)
-    except DaskUnavailable as err:
-        store.close()
-        raise UsageError(str(err)) from None
-    totals = store.counts()
-    store.close()
-    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
-    print(f"{suite.name}: {len(cells)} cells, {already} already finished; this run: {parts} -> {out / DB_NAME}")
-    return 1 if counts.get("failed") or totals.get("failed") else 0
+    summary = run(args.suite, args.out, problems=_ids(args.problems), estimators=_ids(args.estimators),
+                  seeds=args.seeds, workers=args.workers, device=args.device, backend=args.backend,
+                  scheduler=args.scheduler, retries=args.retries, progress=not args.quiet)
+    print(summary_line(summary))
+    return 1 if summary.failed else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare
-    from harness.store import StoreError
-    from harness.suites import SuiteError
-    from reports.build import build_report
-    from reports.comparison import unbiasedness_failures
+    from dgbench.harness.compare import compare
+    from dgbench.harness.suites import SuiteError
+    from dgbench.reports.build import build_report
+    from dgbench.reports.comparison import unbiasedness_failures
 
     try:
         cls = resolve_estimator(args.estimator)
@@ -299,7 +148,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         record = compare(args.estimator, args.suite, out, Path(args.reference) if args.reference else None,
                          workers=args.workers, device=args.device, progress=not args.quiet)
-    except (SuiteError, StoreError, DataUnavailable, ValueError) as err:
+    except (SuiteError, DataUnavailable, ValueError) as err:
         raise UsageError(str(err)) from None
     written = build_report(out)
     print(f"{record['estimator']} on {record['suite']}: {record['reuse_note']}; "
@@ -314,8 +163,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports.build import build_report
-    from reports.results import ReportError
+    from dgbench.reports.build import build_report
+    from dgbench.reports.results import ReportError
 
     try:
         written = build_report(args.directory, _ids(args.format), args.out)
@@ -327,7 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.export import ExportError, export
+    from dgbench.harness.export import ExportError, export
 
     try:
         written = export(Path(args.directory), args.format, Path(args.out) if args.out else None)

@@ -12,28 +12,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sqlite3
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from estimators.plugin import resolve_estimator
-from estimators.registry import register
-from harness.execution import execute, prepare_data
-from harness.store import DB_NAME, ResultStore
-from harness.suites import expand, load_suite
+from dgbench.estimators.plugin import resolve_estimator
+from dgbench.estimators.registry import register
+from dgbench.harness.errors import UsageError
+from dgbench.harness.execution import execute
+from dgbench.harness.run import check_data, open_results
+from dgbench.harness.store import DB_NAME, stored_last_provenance, stored_suite
+from dgbench.harness.suites import expand, load_suite
 
 
 def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, str]:
-    db_path = reference / DB_NAME
-    if not db_path.is_file():
+    if not (reference / DB_NAME).is_file():
         return False, f"no reference results in {reference}: every cell computed"
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        suite = dict(db.execute("SELECT key, value FROM suite").fetchall())
-        last = db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    suite = stored_suite(reference)
     if suite.get("name") != name or suite.get("digest") != digest:
         return False, f"{reference} holds another suite definition: every cell computed"
-    version = json.loads(last[0]).get("dgbench_version") if last else None
+    version = stored_last_provenance(reference).get("dgbench_version")
     if version != metadata.version("dgbench"):
         return False, f"{reference} was written by dgbench {version}, not {metadata.version('dgbench')}: every cell computed"
     return True, f"built-in estimators' cells reused from {reference}"
@@ -47,7 +45,9 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
     suite = load_suite(suite_name)
     extended = dataclasses.replace(suite, estimators=[e for e in suite.estimators if e != cls.id] + [cls.id])
     cells = expand(extended)
-    prepare_data(cells)
+    check_data(cells)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     reference = reference or Path("results") / suite.name
     reused, why = False, "the comparison directory already holds results: resumed"
@@ -55,8 +55,7 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
         reused, why = _reference_status(reference, suite.name, suite.digest)
         if reused:
             shutil.copyfile(reference / DB_NAME, out / DB_NAME)
-    store = ResultStore(out)
-    store.bind_suite(suite.name, suite.digest, suite.source)
+    store, _ = open_results(out, suite)
     before = store.finished_keys() & {c.key for c in cells}
     counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,))
     store.close()

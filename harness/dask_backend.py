@@ -27,12 +27,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
-from harness.cells import run_cell
-from harness.suites import Cell
+from dgbench.harness.cells import run_cell
+from dgbench.harness.suites import Cell
 
 # One cell at a time in a worker process, whatever its --nthreads.
 _CELL_LOCK = threading.Lock()
@@ -48,7 +48,7 @@ def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str
     """The Dask task: set up this worker process like a local worker, then run the cell."""
     import torch
 
-    from harness.execution import register_plugins
+    from dgbench.estimators.plugin import register_plugins
 
     with _CELL_LOCK:
         _restore_malloc_mmap_threshold()
@@ -95,7 +95,7 @@ def worker_check(device: str) -> dict[str, str]:
 
     import torch
 
-    from harness.devices import DeviceUnavailable, resolve_device
+    from dgbench.harness.devices import DeviceUnavailable, resolve_device
 
     try:
         resolve_device(device)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.exact import DEFAULT_MAX_STATES, Exact
-from problems.base import Problem
+from dgbench.estimators.exact import DEFAULT_MAX_STATES, Exact
+from dgbench.problems.base import Problem
 
 
 def exact_objective_and_gradient(

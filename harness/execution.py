@@ -13,19 +13,20 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
-from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from estimators.registry import ESTIMATORS
-from harness.cells import run_cell
-from harness.provenance import provenance
-from harness.store import ResultStore
-from harness.suites import Cell
-from problems.registry import PROBLEMS
+from dgbench.estimators.plugin import register_plugins
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.cells import run_cell
+from dgbench.harness.provenance import provenance
+from dgbench.harness.store import ResultStore
+from dgbench.harness.suites import Cell
+from dgbench.problems.registry import PROBLEMS
 
 
 def threads_per_worker(workers: int) -> int:
@@ -37,19 +38,10 @@ def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
     register_plugins(plugins)
 
 
-def register_plugins(plugins: tuple[str, ...]) -> None:
-    """Load and register plugin estimators (each worker process loads them itself)."""
-    from estimators.plugin import resolve_estimator
-    from estimators.registry import register
-
-    for spec in plugins:
-        register(resolve_estimator(spec))
-
-
 def prepare_data(cells: list[Cell]) -> None:
     """Fetch or verify every data set the cells need, once, before any worker starts
     (raises ``problems.data.DataUnavailable``, naming the problem)."""
-    from problems.data import DataUnavailable
+    from dgbench.problems.data import DataUnavailable
 
     for problem, options in {(c.problem, json.dumps(c.options, sort_keys=True)): None for c in cells}:
         try:
@@ -64,7 +56,7 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
     """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status.
 
     ``backend="dask"`` runs the cells on the Dask cluster at ``scheduler``, or on a new
-    LocalCluster of ``workers`` processes (:mod:`harness.dask_backend`).
+    LocalCluster of ``workers`` processes (:mod:`dgbench.harness.dask_backend`).
     """
     if backend not in ("local", "dask"):
         raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
@@ -73,7 +65,7 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
         runner: Callable[[list[Cell], Callable[[Cell, dict], None]], None] | None = None
         info = provenance(device, workers, threads_per_worker(workers))
         if backend == "dask":
-            from harness import dask_backend
+            from dgbench.harness import dask_backend
 
             # External workers run single-threaded cells (one per worker process); a
             # LocalCluster splits this machine's cores like the local backend.

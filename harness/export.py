@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.store import DB_NAME
+from dgbench.harness.store import DB_NAME
 
 CELL_COLUMNS = "c.key AS cell, c.kind, c.problem, c.options, c.estimator, c.hyperparameters, c.seed, c.status"
 

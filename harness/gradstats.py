@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from harness.devices import Stopwatch
-from problems.base import Estimators, Problem
+from dgbench.harness.devices import Stopwatch
+from dgbench.problems.base import Estimators, Problem
 
 # Elements of replicated logits times f-evaluations processed at once; bounds memory.
 CHUNK_ELEMENTS = 2**21

@@ -20,7 +20,13 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
-def _convert(key: str, text: str, default: Any, what: str) -> Any:
+def _convert(key: str, text: Any, default: Any, what: str) -> Any:
+    if not isinstance(text, str):  # a value from the library API, not the command line
+        if isinstance(default, float) and isinstance(text, (int, float)) and not isinstance(text, bool):
+            return float(text)
+        if isinstance(default, (bool, int, float)) and type(text) is not type(default):
+            raise OptionError(f"{what} {key}={text!r}: expected a {type(default).__name__}")
+        return text
     try:
         if isinstance(default, bool):
             lowered = text.lower()
@@ -38,8 +44,9 @@ def _convert(key: str, text: str, default: Any, what: str) -> Any:
     return text
 
 
-def coerce(raw: dict[str, str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
-    """Convert string values to the types of ``defaults``; unknown keys are errors."""
+def coerce(raw: dict[str, Any], defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """Convert string values to the types of ``defaults`` (other values pass as given);
+    unknown keys are errors."""
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
         known = ", ".join(defaults) or "none"

@@ -25,6 +25,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS suite (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +62,35 @@ DB_NAME = "results.db"
 
 class StoreError(RuntimeError):
     """The results directory cannot be used for this run."""
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+
+
+def stored_suite(directory: Path) -> dict[str, str]:
+    """The suite table of ``directory``'s database, read-only ({} when there is none)."""
+    path = directory / DB_NAME
+    if not path.is_file():
+        return {}
+    db = _read_only(path)
+    try:
+        return dict(db.execute("SELECT key, value FROM suite"))
+    finally:
+        db.close()
+
+
+def stored_last_provenance(directory: Path) -> dict[str, Any]:
+    """The provenance of the last run recorded in ``directory`` ({} when none)."""
+    path = directory / DB_NAME
+    if not path.is_file():
+        return {}
+    db = _read_only(path)
+    try:
+        row = db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return json.loads(row[0]) if row else {}
 
 
 class ResultStore:
@@ -102,6 +132,10 @@ class ResultStore:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO catalog VALUES (?, ?, ?)", rows)
+
+    def last_provenance(self) -> dict[str, Any]:
+        row = self.db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        return json.loads(row[0]) if row else {}
 
     def finished_keys(self) -> set[str]:
         """Keys of cells that need no recomputation (failed cells are retried)."""

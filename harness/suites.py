@@ -39,11 +39,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from estimators.base import Estimator
-from estimators.registry import ESTIMATORS
-from problems.registry import PROBLEMS
+from dgbench.estimators.base import Estimator
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.problems.base import Problem
+from dgbench.problems.registry import PROBLEMS
 
-SUITE_DIR = resources.files("harness") / "suites"
+SUITE_DIR = resources.files("dgbench.harness") / "suites"
 KINDS = ("gradstats", "train")
 
 
@@ -225,6 +226,19 @@ def samples_for_budget(cls: type[Estimator], budget: dict[str, int]) -> tuple[in
     return samples, None
 
 
+def incompatibility(pcls: type[Problem], ecls: type[Estimator], options: dict[str, Any]) -> str | None:
+    """Why ``ecls`` cannot run on ``pcls`` with these options (None: it can), from declared
+    capabilities only; ``dgbench run`` records the reason as a skipped cell, ``gradcheck``
+    refuses with it."""
+    if not ecls.supports(pcls.family):
+        return f"estimator family {ecls.family!r} does not cover the {pcls.family} problem"
+    if ecls.relaxed and not pcls.differentiable:
+        return "relaxed estimator, but the problem's objective is not differentiable in z"
+    if ecls.multi_sample_bound:
+        return pcls.multi_sample_bound_refusal(options)
+    return None
+
+
 def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str] | None = None,
            seeds: int | None = None) -> list[Cell]:
     """Every cell of the suite (optionally restricted), incompatible ones marked skipped."""
@@ -249,16 +263,10 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
                 continue
             ecls = ESTIMATORS[eid]
             hyper = dict(suite.hyperparameters.get(eid, {}))
-            reason = None
-            if not ecls.supports(pcls.family):
-                reason = f"estimator family {ecls.family!r} does not cover the {pcls.family} problem"
-            elif ecls.relaxed and not pcls.differentiable:
-                reason = "relaxed estimator, but the problem's objective is not differentiable in z"
-            elif ecls.multi_sample_bound:
-                reason = pcls.multi_sample_bound_refusal(spec["options"])
-                if reason is None:
-                    hyper["samples"] = pcls.bound_size(spec["options"])
-            else:
+            reason = incompatibility(pcls, ecls, spec["options"])
+            if reason is None and ecls.multi_sample_bound:
+                hyper["samples"] = pcls.bound_size(spec["options"])
+            elif reason is None:
                 samples, reason = samples_for_budget(ecls, suite.budget)
                 if samples is not None and "samples" in ecls.default_hyperparameters():
                     hyper["samples"] = samples

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from problems.base import Problem
+from dgbench.problems.base import Problem
 
 
 class BernoulliToy(Problem):

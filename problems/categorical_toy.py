@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from problems.base import Problem
+from dgbench.problems.base import Problem
 
 
 def _vector(spec: str | None, k: int, default: list[float], name: str) -> list[float]:

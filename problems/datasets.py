@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from problems.data import load_binarized_mnist, load_digits_binarized
+from dgbench.problems.data import load_binarized_mnist, load_digits_binarized
 
 DATASETS = ("mnist", "digits")
 

@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from problems import latent
-from problems.base import Score
-from problems.data import SPLITS, load_digits_binarized
-from problems.minibatch import MinibatchProblem
+from dgbench.problems import latent
+from dgbench.problems.base import Score
+from dgbench.problems.data import SPLITS, load_digits_binarized
+from dgbench.problems.minibatch import MinibatchProblem
 
 CELL = 8
 FRAGMENT = 4

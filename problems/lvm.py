@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from problems.base import Score
-from problems.latent import logmeanexp
-from problems.minibatch import MinibatchProblem
+from dgbench.problems.base import Score
+from dgbench.problems.latent import logmeanexp
+from dgbench.problems.minibatch import MinibatchProblem
 
 # Examples times samples evaluated at once.
 EVAL_ELEMENTS = 2**14

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from problems.base import Problem
-from problems.bernoulli_toy import BernoulliToy
-from problems.categorical_toy import CategoricalToy
-from problems.hard_attention import HardAttention, HardAttentionCategorical
-from problems.sbn import SBNTwoLayer
-from problems.vae import (
+from dgbench.problems.base import Problem
+from dgbench.problems.bernoulli_toy import BernoulliToy
+from dgbench.problems.categorical_toy import CategoricalToy
+from dgbench.problems.hard_attention import HardAttention, HardAttentionCategorical
+from dgbench.problems.sbn import SBNTwoLayer
+from dgbench.problems.vae import (
     VAEBernoulliDigits,
     VAEBernoulliLinear,
     VAEBernoulliNonlinear,

@@ -22,7 +22,7 @@ that layer's estimator, so
 The learning signal contains ``log q``, whose dependence on the recognition logits is
 differentiated pathwise (it has zero mean for k = 1, and is part of the gradient for
 k > 1). Gradient statistics are taken w.r.t. the first recognition layer ``V_1, c_1``;
-deeper layers act inside its objective (see :mod:`harness.gradstats`).
+deeper layers act inside its objective (see :mod:`dgbench.harness.gradstats`).
 
 Choices: 200 units per layer, minibatches of 24 (REBAR), encoder inputs centred by the
 training mean, the output bias starting at the logit of the training mean.
@@ -39,10 +39,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from problems import latent
-from problems.base import Estimators
-from problems.datasets import image_splits, prepare
-from problems.lvm import LatentVariableModel
+from dgbench.problems import latent
+from dgbench.problems.base import Estimators
+from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.lvm import LatentVariableModel
 
 
 class SBNTwoLayer(LatentVariableModel):

@@ -25,7 +25,7 @@ mean; the decoder's output bias starts at the logit of the training mean (clampe
 [1e-3, 1 - 1e-3]); weights use PyTorch's default initialisation; ``hidden`` gives the
 widths of the deterministic hidden layers of the encoder (the decoder mirrors them),
 empty for linear maps. Evaluation: ELBO and the k-sample importance-weighted bound on a
-training subset, the validation and the test set (:mod:`problems.lvm`).
+training subset, the validation and the test set (:mod:`dgbench.problems.lvm`).
 
 Problems:
 
@@ -49,10 +49,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from problems import latent
-from problems.base import Estimators
-from problems.datasets import image_splits, prepare
-from problems.lvm import LatentVariableModel
+from dgbench.problems import latent
+from dgbench.problems.base import Estimators
+from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.lvm import LatentVariableModel
 
 PRIORS = ("learned", "uniform")
 KL_MODES = ("analytic", "sampled")

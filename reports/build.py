@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reports.comparison import Comparison, comparison_html, compare_estimator
-from reports.figures import all_figures
-from reports.leaderboard import boards, overall
-from reports.page import index_html, summary_markdown, write_tables
-from reports.results import ReportError, load
-from reports.summary import config_tables, long_summary, not_run, numeric_table
+from dgbench.reports.comparison import Comparison, compare_estimator, comparison_html
+from dgbench.reports.figures import all_figures
+from dgbench.reports.leaderboard import boards, overall
+from dgbench.reports.page import index_html, summary_markdown, write_tables
+from dgbench.reports.results import ReportError, load
+from dgbench.reports.summary import config_tables, long_summary, not_run, numeric_table
 
 FORMATS = ("html", "md", "tex", "csv")
 

@@ -1,7 +1,7 @@
 """A new estimator against the built-in ones (``dgbench compare``), per problem configuration.
 
 * **Score**: its rank on the problem's true score among all ranked estimators, the tie
-  call against the best (:mod:`reports.significance`), and its difference from the best
+  call against the best (:mod:`dgbench.reports.significance`), and its difference from the best
   built-in estimator's mean score (positive: better).
 * **Variance and time ratios** (new / best) are taken against the built-in estimators of
   the same kind (declared unbiased vs declared unbiased, biased vs biased), at the new
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.leaderboard import ZERO_VARIANCE, Board, boards, declared_unbiased, is_reference, per_seed
-from reports.page import table_html
-from reports.results import Results, load
-from reports.significance import bias_critical_value
+from dgbench.reports.leaderboard import ZERO_VARIANCE, Board, boards, declared_unbiased, is_reference, per_seed
+from dgbench.reports.page import table_html
+from dgbench.reports.results import Results, load
+from dgbench.reports.significance import bias_critical_value
 
 
 @dataclass

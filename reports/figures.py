@@ -16,12 +16,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from reports.leaderboard import ZERO_VARIANCE, Board, group_of, is_reference  # noqa: E402
-from reports.results import Results  # noqa: E402
+from dgbench.reports.leaderboard import ZERO_VARIANCE, Board, group_of  # noqa: E402
+from dgbench.reports.results import Results  # noqa: E402
 
 PANEL = (4.4, 3.3)
 GROUP_COLOURS = {
@@ -294,7 +294,7 @@ def rank_heatmap(board_map: dict[str, Board], overall: pd.DataFrame, out: Path) 
 def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board], out: Path,
                 overall: pd.DataFrame | None = None) -> dict[str, list[Path]]:
     """Write every figure into ``out``; ``{title: [png, svg]}`` for those with data."""
-    from reports.leaderboard import overall as overall_ranking
+    from dgbench.reports.leaderboard import overall as overall_ranking
 
     out.mkdir(parents=True, exist_ok=True)
     style = Style(results)

@@ -1,7 +1,7 @@
 """The answer first: per problem configuration, who is best, and which differences are real.
 
 Three boards per configuration, each ranked by the mean over seeds and marked with the
-tie test of :mod:`reports.significance`:
+tie test of :mod:`dgbench.reports.significance`:
 
 * **score**: the problem's declared true score (``scores`` in the problem contract, from
   the results' catalog): held-out ELBO for the latent-variable models, test accuracy for
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from reports.results import Results
-from reports.significance import BiasVerdict, Standing, bias_verdict, standings
+from dgbench.reports.results import Results
+from dgbench.reports.significance import BiasVerdict, Standing, bias_verdict, standings
 
 # A fallback for results written before problems declared scores: (metric, label, higher is better).
 _FALLBACK_SCORES = (("test_elbo", "test ELBO (nats per example)", True),

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.leaderboard import Board
-from reports.markdown import markdown_table
-from reports.results import Results
-from reports.significance import ALPHA_BIAS, ALPHA_TIE
+from dgbench.reports.leaderboard import Board
+from dgbench.reports.markdown import markdown_table
+from dgbench.reports.results import Results
+from dgbench.reports.significance import ALPHA_BIAS, ALPHA_TIE
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em 2em; max-width: 1500px; color: #222; }

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from reports.leaderboard import Board, declared_unbiased, group_of, is_reference, score_specs
-from reports.results import Results
+from dgbench.reports.leaderboard import Board, declared_unbiased, group_of, is_reference, score_specs
+from dgbench.reports.results import Results
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000

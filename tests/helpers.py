@@ -8,8 +8,8 @@ import torch
 from scipy.stats import norm
 from torch import Tensor
 
-from estimators.base import Estimator
-from estimators.exact import Exact
+from dgbench.estimators.base import Estimator
+from dgbench.estimators.exact import Exact
 
 DTYPE = torch.float64
 SHAPES = {"bernoulli": (3,), "categorical": (2, 3)}
@@ -131,8 +131,8 @@ def small_problem(pid: str, dtype: torch.dtype = DTYPE, seed: int = 0, **overrid
     """``pid`` with its small options, in ``dtype``; skips when binarized MNIST is unavailable."""
     import pytest
 
-    from problems import PROBLEMS
-    from problems.data import DataUnavailable
+    from dgbench.problems import PROBLEMS
+    from dgbench.problems.data import DataUnavailable
 
     torch.manual_seed(seed)
     try:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from estimators import ESTIMATORS
-from estimators.noise import uniform
+from dgbench.estimators import ESTIMATORS
+from dgbench.estimators.noise import uniform
 from tests.helpers import (
-    LOGITS, Linear, exact_logit_gradient, replicated_logit_gradients, z_critical, z_scores,
+    LOGITS,
+    Linear,
+    exact_logit_gradient,
+    replicated_logit_gradients,
+    z_critical,
+    z_scores,
 )
 
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from estimators import ESTIMATORS
-from harness.cli import main
-from problems import PROBLEMS
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cli import main
+from dgbench.problems import PROBLEMS
 from tests.test_plugin_loader import VALID
 
 GRADCHECK_KEYS = {
@@ -82,12 +82,12 @@ def test_gradcheck_accepts_a_plugin_file(capsys, tmp_path):
     [
         (["--problem", "nope", "--estimator", "disarm"], "unknown problem 'nope'"),
         (["--problem", "bernoulli-toy", "--estimator", "nope"], "unknown estimator 'nope'"),
-        (["--problem", "categorical-toy", "--estimator", "disarm"], "does not support the categorical problem"),
+        (["--problem", "categorical-toy", "--estimator", "disarm"], "does not cover the categorical problem"),
         (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "colour=red"], "unknown option for bernoulli-toy colour"),
         (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "dim=two"], "expected a int"),
         (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "dim"], "not of the form key=value"),
         (["--problem", "bernoulli-toy", "--estimator", "rloo", "--samples", "1"], "needs samples >= 2"),
-        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--replicas", "1"], "--replicas must be >= 2"),
+        (["--problem", "bernoulli-toy", "--estimator", "disarm", "--replicas", "1"], "replicas must be >= 2"),
         (["--problem", "bernoulli-toy", "--estimator", "disarm", "--option", "dim=0"], "dim must be >= 1"),
         (["--problem", "bernoulli-toy", "--estimator", "gumbel-softmax", "--hparam", "temperature=-1"], "temperature must be > 0"),
     ],
@@ -120,7 +120,7 @@ def test_bad_backend_options_exit_2(capsys, tmp_path, argv, message):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("dgbench") or str((__import__("pathlib").Path(sys.executable).parent / "dgbench"))
+    exe = shutil.which("dgbench") or str(__import__("pathlib").Path(sys.executable).parent / "dgbench")
     proc = subprocess.run([exe, "list", "problems"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "bernoulli-toy" in proc.stdout
 
@@ -128,7 +128,7 @@ def test_console_script_is_installed():
 def test_data_dir_flag_and_offline_message(capsys, tmp_path, monkeypatch):
     """Without the data and without network, a run needing MNIST stops before any cell
     with one line that says where to put the file."""
-    from problems import data
+    from dgbench.problems import data
 
     monkeypatch.setattr(data, "_MEMO", {})
     monkeypatch.setenv("DGBENCH_MNIST_URL", "http://127.0.0.1:9/")

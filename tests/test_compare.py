@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimators.registry import ESTIMATORS
-from harness.cli import main
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "antithetic_reinforce.py"
 
@@ -64,7 +64,7 @@ def test_compare_checks_the_data_before_running(tmp_path, capsys, monkeypatch):
     """A suite needing binarized MNIST, offline and without the file: one line, exit 2, nothing run."""
     import os
 
-    from problems import data
+    from dgbench.problems import data
 
     monkeypatch.setattr(data, "_MEMO", {})
     monkeypatch.setenv("DGBENCH_MNIST_URL", "http://127.0.0.1:9/")

@@ -15,10 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from problems import data
-from problems.data import (
-    MNIST_CHECKS, MNIST_FILE, SPLITS, CorruptData, DataUnavailable, SplitCheck, load_binarized_mnist,
-    load_digits_binarized, parse_amat, pixel_digest, resolve_data_dir,
+from dgbench.problems import data
+from dgbench.problems.data import (
+    MNIST_CHECKS,
+    MNIST_FILE,
+    SPLITS,
+    CorruptData,
+    DataUnavailable,
+    SplitCheck,
+    load_binarized_mnist,
+    load_digits_binarized,
+    parse_amat,
+    pixel_digest,
+    resolve_data_dir,
 )
 
 ROWS = {"train": 5, "valid": 3, "test": 2}

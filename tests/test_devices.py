@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import devices
-from harness.devices import DeviceUnavailable, Stopwatch, resolve_device
+from dgbench.harness import devices
+from dgbench.harness.devices import DeviceUnavailable, Stopwatch, resolve_device
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -48,10 +48,10 @@ def test_stopwatch_does_not_touch_cuda_on_cpu(monkeypatch):
 
 @needs_cuda
 def test_gradcheck_runs_on_cuda():
-    from harness.cli import gradcheck
+    import dgbench
 
-    result = gradcheck("bernoulli-toy", "disarm", replicas=1000, device="cuda", options={"dim": "3"})
-    assert result["device"].startswith("cuda") and result["bias_z_max"] < 5
+    result = dgbench.gradcheck("bernoulli-toy", "disarm", replicas=1000, device="cuda", options={"dim": 3})
+    assert result.device.startswith("cuda") and result.bias_z_max < 5
 
 
 def test_peak_memory_comes_from_cuda_allocator_on_cuda_and_is_absent_on_cpu(monkeypatch):
@@ -70,7 +70,7 @@ def test_cells_on_cuda_record_peak_memory_and_the_gpu(tmp_path):
     import json
     import sqlite3
 
-    from harness.cli import main
+    from dgbench.harness.cli import main
 
     assert main(["run", "--suite", "smoke", "--estimators", "disarm,gumbel-softmax", "--device", "cuda",
                  "--workers", "1", "--quiet", "--out", str(tmp_path)]) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from estimators.plugin import validate_estimator
+from dgbench.estimators.plugin import validate_estimator
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

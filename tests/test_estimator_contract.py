@@ -10,10 +10,10 @@ import json
 import pytest
 import torch
 
-from estimators import ESTIMATORS, Estimator
-from estimators.base import NotApplicable
-from estimators.nodes import FAMILIES
-from estimators.plugin import validate_estimator
+from dgbench.estimators import ESTIMATORS, Estimator
+from dgbench.estimators.base import NotApplicable
+from dgbench.estimators.nodes import FAMILIES
+from dgbench.estimators.plugin import validate_estimator
 from tests.helpers import DTYPE, LOGITS, CoupledQuadratic
 
 PAIRS = [(eid, node) for eid, cls in ESTIMATORS.items() for node in FAMILIES if cls.supports(node)]

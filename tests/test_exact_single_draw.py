@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from estimators import ESTIMATORS
-from estimators.noise import uniform
+from dgbench.estimators import ESTIMATORS
+from dgbench.estimators.noise import uniform
 from tests.helpers import DTYPE, LOGITS, CoupledQuadratic
 
 SEED = 1234

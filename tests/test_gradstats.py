@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from estimators import ESTIMATORS
-from harness.gradstats import replicated_gradients, summarise
-from harness.seeding import derive_seed, make_generator
-from problems.base import Problem
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.gradstats import replicated_gradients, summarise
+from dgbench.harness.seeding import derive_seed, make_generator
+from dgbench.problems.base import Problem
 
 
 class LinearLogits(Problem):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cells import run_cell
-from harness.cli import main
-from harness.suites import SuiteError, available_suites, expand, load_suite, parse_suite
+from dgbench.harness.cells import run_cell
+from dgbench.harness.cli import main
+from dgbench.harness.suites import SuiteError, available_suites, expand, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """
@@ -71,7 +71,7 @@ def test_expand_records_incompatible_pairs_as_skipped_and_applies_budget(tmp_pat
 
 
 def test_cell_keys_do_not_depend_on_the_estimator_for_seeds():
-    from harness.seeding import derive_seed
+    from dgbench.harness.seeding import derive_seed
 
     cells = [c for c in expand(parse_suite(TINY, "tiny")) if c.kind == "train" and c.seed == 0 and c.problem == "bernoulli-toy"]
     seeds = {derive_seed("train", c.problem, c.options, c.seed) for c in cells}
@@ -135,7 +135,7 @@ def test_gradstats_cells_are_identical_across_worker_counts(tmp_path):
 
 
 def test_failing_cell_is_recorded_with_traceback_and_matrix_continues(tmp_path, monkeypatch):
-    from harness import cells as cells_module
+    from dgbench.harness import cells as cells_module
 
     def boom(cell, device):
         raise RuntimeError("injected failure")
@@ -149,9 +149,9 @@ def test_failing_cell_is_recorded_with_traceback_and_matrix_continues(tmp_path, 
 
 
 def test_divergence_is_recorded_with_its_step(monkeypatch):
-    from harness.suites import Cell
-    from problems import PROBLEMS
-    from problems.bernoulli_toy import BernoulliToy
+    from dgbench.harness.suites import Cell
+    from dgbench.problems import PROBLEMS
+    from dgbench.problems.bernoulli_toy import BernoulliToy
 
     class NaNAfterFiveSteps(BernoulliToy):
         id = "nan-after-five"
@@ -198,7 +198,7 @@ def test_output_directory_of_another_suite_is_refused(tmp_path, capsys):
 def test_sigkill_mid_matrix_then_resume_keeps_every_cell_exactly_once(tmp_path):
     out = tmp_path / "res"
     suite = tiny(tmp_path, TINY.replace("steps = 20", "steps = 400").replace("seeds = 2", "seeds = 3"))
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--suite", suite, "--out", str(out), "--workers", "2", "--quiet"]
+    cmd = [sys.executable, "-m", "dgbench.harness.cli", "run", "--suite", suite, "--out", str(out), "--workers", "2", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     written = 0
@@ -226,9 +226,9 @@ def test_sigkill_mid_matrix_then_resume_keeps_every_cell_exactly_once(tmp_path):
 def test_sampled_reference_where_no_exact_gradient_exists(monkeypatch):
     """A 20-unit toy without its closed form is too big to enumerate: bias is measured
     against a many-sample RLOO reference, whose standard error is reported."""
-    from harness.suites import Cell
-    from problems import PROBLEMS
-    from problems.bernoulli_toy import BernoulliToy
+    from dgbench.harness.suites import Cell
+    from dgbench.problems import PROBLEMS
+    from dgbench.problems.bernoulli_toy import BernoulliToy
 
     class NoClosedForm(BernoulliToy):
         id = "no-closed-form"

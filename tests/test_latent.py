@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from problems import latent
+from dgbench.problems import latent
 from tests.helpers import DTYPE, LOGITS, z_critical
 
 DRAWS = 40000

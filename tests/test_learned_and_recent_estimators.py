@@ -9,13 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from estimators import ESTIMATORS
-from harness.cells import run_cell
-from harness.gradstats import replicated_gradients, summarise
-from harness.seeding import make_generator
-from harness.suites import Cell
-from problems import PROBLEMS
-from tests.helpers import DTYPE, LOGITS, CoupledQuadratic, CoupledSine, exact_logit_gradient, replicated_logit_gradients, z_critical
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cells import run_cell
+from dgbench.harness.gradstats import replicated_gradients, summarise
+from dgbench.harness.seeding import make_generator
+from dgbench.harness.suites import Cell
+from dgbench.problems import PROBLEMS
+from tests.helpers import (
+    DTYPE,
+    LOGITS,
+    CoupledQuadratic,
+    CoupledSine,
+    exact_logit_gradient,
+    replicated_logit_gradients,
+    z_critical,
+)
 
 REPLICAS = 20000
 
@@ -102,7 +110,7 @@ def test_reinmax_expectation_is_exact_for_quadratics_at_unit_temperature_only(no
     logits = LOGITS[node]
     cases = [(CoupledQuadratic(node), 1.0, True), (CoupledSine(node), 1.0, False), (CoupledQuadratic(node), 2.0, False)]
     for f, tau, exact in cases:
-        mean = expectation_over_samples(node, logits, lambda z: _reinmax_given(node, logits, z, f, tau))
+        mean = expectation_over_samples(node, logits, lambda z, f=f, tau=tau: _reinmax_given(node, logits, z, f, tau))
         error = float((mean - exact_logit_gradient(node, logits, f)).abs().max())
         assert (error < 1e-12) == exact, (type(f).__name__, tau, error)
         assert exact or error > 1e-3
@@ -131,7 +139,7 @@ def test_gumbel_rao_has_st_gumbel_softmax_expectation_and_less_variance(node):
     st = replicated_logit_gradients(ESTIMATORS["st-gumbel-softmax"](node), LOGITS[node], f, REPLICAS, seed=31)
     rao = {k: replicated_logit_gradients(ESTIMATORS["gumbel-rao"](node, draws=k), LOGITS[node], f, REPLICAS, seed=32)
            for k in (1, 10)}
-    for k, estimates in rao.items():
+    for estimates in rao.values():
         assert z_test_means(estimates.reshape(REPLICAS, -1), st.reshape(REPLICAS, -1)) < z_critical(1e-3, st[0].numel())
     var_st, var_1, var_10 = (x.reshape(REPLICAS, -1).var(0).sum() for x in (st, rao[1], rao[10]))
     assert var_10 < var_1 <= var_st * 1.05 and var_10 < 0.8 * var_st, (var_st, var_1, var_10)

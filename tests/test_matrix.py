@@ -11,9 +11,9 @@ import sqlite3
 
 import pytest
 
-from estimators import ESTIMATORS
-from harness.cli import main
-from problems import PROBLEMS
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cli import main
+from dgbench.problems import PROBLEMS
 from tests.helpers import MNIST_PROBLEMS, SMALL_OPTIONS
 
 

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 
-from estimators.plugin import PluginError, load_estimator, resolve_estimator
+from dgbench.estimators.plugin import PluginError, load_estimator, resolve_estimator
 
 HEADER = """
 import torch
-from estimators import Estimator, score_function
+from dgbench.estimators import Estimator, score_function
 """
 
 VALID = HEADER + '''

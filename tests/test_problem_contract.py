@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 
-from estimators import ESTIMATORS
-from harness.cells import node_estimators
-from harness.enumeration import exact_objective_and_gradient
-from harness.gradstats import replicated_gradients
-from harness.seeding import make_generator
-from problems import PROBLEMS
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cells import node_estimators
+from dgbench.harness.enumeration import exact_objective_and_gradient
+from dgbench.harness.gradstats import replicated_gradients
+from dgbench.harness.seeding import make_generator
+from dgbench.problems import PROBLEMS
 from tests.helpers import DTYPE, SMALL_OPTIONS, small_problem
 
 IDS = list(PROBLEMS)
@@ -162,7 +162,7 @@ def _sbn_log_marginal(problem):
     states = ((torch.arange(2**u).unsqueeze(-1) >> torch.arange(u)) & 1).to(DTYPE)
     h1 = states.reshape(-1, 1, 1, u).expand(-1, 2**u, problem.x.shape[0], u)
     h2 = states.reshape(1, -1, 1, u).expand(2**u, -1, problem.x.shape[0], u)
-    from problems import latent
+    from dgbench.problems import latent
     log_joint = (latent.bernoulli_log_likelihood(problem.x, problem.generative[0](h1))
                  + latent.log_prob("bernoulli", h1, problem.generative[1](h2))
                  + latent.log_prob("bernoulli", h2, problem.prior_logits))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.enumeration import exact_objective_and_gradient
-from problems import PROBLEMS, Problem
+from dgbench.harness.enumeration import exact_objective_and_gradient
+from dgbench.problems import PROBLEMS, Problem
 
 
 def test_registry_ids():

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from benchmarks import reference_steps
-from estimators import ESTIMATORS
-from harness.cells import _step_estimators, materialize, node_estimators
-from problems import PROBLEMS
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cells import _step_estimators, materialize, node_estimators
+from dgbench.problems import PROBLEMS
 from tests.test_exact_single_draw import randomize_learned_parts
 
 # What runs on vae-bernoulli-linear with its default options: sampling estimators of

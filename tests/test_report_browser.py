@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from reports.build import build_report
+from dgbench.harness.cli import main
+from dgbench.reports.build import build_report
 
 ARTIFACTS = Path(os.environ.get("DGBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 FIRST_SCREEN = (1400, 900)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from reports.markdown import markdown_table
-from reports.significance import ALPHA_TIE, bias_critical_value, bias_verdict, holm, paired_p_value, standings
+from dgbench.reports.markdown import markdown_table
+from dgbench.reports.significance import ALPHA_TIE, bias_critical_value, bias_verdict, holm, paired_p_value, standings
 
 
 def _configurations(rng: np.random.Generator, n: int, seeds: int, estimators: int, shift: float = 0.0) -> list:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from estimators.registry import ESTIMATORS
-from harness.cli import main
-from reports.build import build_report
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.cli import main
+from dgbench.reports.build import build_report
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "antithetic_reinforce.py"
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.cli import main
-from reports.build import build_report
-from reports.results import ReportError
-from reports.summary import mean_interval
+from dgbench.harness.cli import main
+from dgbench.reports.build import build_report
+from dgbench.reports.results import ReportError
+from dgbench.reports.summary import mean_interval
 
 
 @pytest.fixture(scope="module")

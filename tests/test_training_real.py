@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.cells import run_cell
-from harness.seeding import derive_seed
-from harness.suites import Cell
-from problems import PROBLEMS
-from problems.data import DataUnavailable
+from dgbench.harness.cells import run_cell
+from dgbench.harness.seeding import derive_seed
+from dgbench.harness.suites import Cell
+from dgbench.problems import PROBLEMS
+from dgbench.problems.data import DataUnavailable
 
 STEPS = 2000
 

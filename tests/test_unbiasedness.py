@@ -14,14 +14,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from estimators import ESTIMATORS
-from harness.gradstats import flatten, replicated_gradients, summarise
-from harness.seeding import make_generator
-from problems import PROBLEMS
-from tests.test_exact_single_draw import randomize_learned_parts
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.gradstats import flatten, replicated_gradients, summarise
+from dgbench.harness.seeding import make_generator
+from dgbench.problems import PROBLEMS
 from tests.helpers import (
-    LOGITS, CoupledQuadratic, CoupledSine, exact_logit_gradient, replicated_logit_gradients, z_critical, z_scores,
+    LOGITS,
+    CoupledQuadratic,
+    CoupledSine,
+    exact_logit_gradient,
+    replicated_logit_gradients,
+    z_critical,
+    z_scores,
 )
+from tests.test_exact_single_draw import randomize_learned_parts
 
 ALPHA = 1e-3
 REPLICAS = 20000

@@ -10,17 +10,16 @@ variates are set to random values first: unbiasedness must not depend on them.
 from __future__ import annotations
 
 import pytest
+import torch
 
-from estimators import ESTIMATORS
-from harness.cells import node_estimators
-from harness.enumeration import exact_objective_and_gradient
-from harness.gradstats import flatten, replicated_gradients, summarise
-from harness.seeding import make_generator
+from dgbench.estimators import ESTIMATORS
+from dgbench.harness.cells import node_estimators
+from dgbench.harness.enumeration import exact_objective_and_gradient
+from dgbench.harness.gradstats import flatten, replicated_gradients, summarise
+from dgbench.harness.seeding import make_generator
 from tests.helpers import small_problem, z_critical
 from tests.test_exact_single_draw import randomize_learned_parts
 from tests.test_unbiasedness import ALPHA, UNBIASED
-
-import torch
 
 REPLICAS = 20000
 REAL = {
@@ -77,7 +76,7 @@ def test_vimco_on_the_sbn_is_unbiased_for_every_recognition_layer():
     """VIMCO's leave-one-out signals reach the second layer's recognition parameters too:
     the mean of R full training gradients (a loop: these parameters sit inside f) matches
     the enumerated gradient of the 2-sample bound w.r.t. both layers."""
-    from estimators.exact import Exact
+    from dgbench.estimators.exact import Exact
 
     problem = small_problem("sbn-two-layer", units=2, bound_samples=2)
     params = [p for layer in problem.recognition for p in layer.parameters()]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from estimators import ESTIMATORS
+from dgbench.estimators import ESTIMATORS
 
 SHAPES = {"bernoulli": (50, 200), "categorical": (50, 20, 10)}
 PAIRS = [(eid, node) for eid, cls in ESTIMATORS.items() for node in ("bernoulli", "categorical")

@@ -1,0 +1,117 @@
+"""``dgbench.run``: a suite into a results directory, resuming what is already there.
+
+:func:`open_results` is the one setup path of ``run`` and ``compare``: it checks the
+directory, binds the suite and says what changed since the last run there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dgbench.harness.devices import DeviceUnavailable, resolve_device
+from dgbench.harness.errors import UsageError
+from dgbench.harness.execution import execute, prepare_data
+from dgbench.harness.provenance import git_commit
+from dgbench.harness.store import DB_NAME, ResultStore, StoreError, stored_suite
+from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite
+from dgbench.problems.data import DataUnavailable
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    out: Path
+    cells: int
+    already_finished: int
+    counts: dict[str, int]  # this run's cells by status
+    totals: dict[str, int]  # the directory's cells by status
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.counts.get("failed") or self.totals.get("failed"))
+
+
+def check_data(cells: list[Cell]) -> None:
+    """Fetch or verify the cells' data once, before anything runs (UsageError if unavailable)."""
+    try:
+        prepare_data(cells)
+    except DataUnavailable as err:
+        raise UsageError(str(err)) from None
+
+
+def open_results(out: Path, suite: Suite) -> tuple[ResultStore, list[str]]:
+    """The store of ``out`` bound to ``suite``, and notes on what changed since its last run."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    notes = []
+    previous = stored_suite(out)
+    if previous and previous.get("name") != suite.name:
+        raise UsageError(f"{out} holds results of suite {previous.get('name')!r}, not {suite.name!r}; use another --out")
+    if previous and previous.get("digest") != suite.digest:
+        notes.append(f"suite {suite.name!r} changed since {out} was written; cells whose definition changed "
+                     "are computed anew")
+    store = ResultStore(out)
+    try:
+        store.bind_suite(suite.name, suite.digest, suite.source)
+    except StoreError as err:
+        store.close()
+        raise UsageError(str(err)) from None
+    last = store.last_provenance()
+    commit = git_commit()
+    if last and last.get("git_commit") != commit:
+        notes.append(f"code version changed since the last run in {out} ({last.get('git_commit')} -> {commit}); "
+                     "finished cells are kept")
+    return store, notes
+
+
+def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None = None,
+        estimators: list[str] | None = None, seeds: int | None = None, workers: int = 1, device: str = "cpu",
+        backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False) -> RunSummary:
+    """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
+
+    Cells already finished there are kept (failed ones are retried). Raises
+    :class:`UsageError` on bad input, before anything is computed.
+    """
+    try:
+        definition = load_suite(suite)
+        cells = expand(definition, problems, estimators, seeds)
+        if not (backend == "dask" and scheduler):  # remote workers check their own devices
+            resolve_device(device)
+    except (SuiteError, DeviceUnavailable) as err:
+        raise UsageError(str(err)) from None
+    if scheduler and backend != "dask":
+        raise UsageError("--scheduler needs --backend dask")
+    if retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {retries}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if backend == "dask" and importlib.util.find_spec("distributed") is None:
+        raise UsageError("--backend dask needs Dask distributed: pip install -e '.[dask]'")
+    check_data(cells)
+    out = Path(out or f"results/{definition.name}")
+    store, notes = open_results(out, definition)
+    for note in notes:
+        print(f"dgbench: note: {note}", file=sys.stderr)
+    already = len(store.finished_keys() & {c.key for c in cells})
+    from dgbench.harness.dask_backend import DaskUnavailable
+
+    try:
+        counts = execute(cells, store, workers=workers, device=device, progress=progress, backend=backend,
+                         scheduler=scheduler, retries=retries)
+        totals = store.counts()
+    except DaskUnavailable as err:
+        raise UsageError(str(err)) from None
+    finally:
+        store.close()
+    return RunSummary(definition.name, out, len(cells), already, counts, totals, notes)
+
+
+def summary_line(summary: RunSummary) -> str:
+    parts = ", ".join(f"{summary.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
+    return (f"{summary.suite}: {summary.cells} cells, {summary.already_finished} already finished; "
+            f"this run: {parts} -> {summary.out / DB_NAME}")
+
