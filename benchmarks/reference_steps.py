@@ -240,8 +240,10 @@ def indecater(m: LinearVAE, x: Tensor, g: torch.Generator, block_evaluations: in
 
 
 class ReinforceEMA:
-    def __init__(self, decay: float = 0.9) -> None:
+    def __init__(self, source: nn.Module | None = None, decay: float = 0.9) -> None:
         self.decay, self.average, self.updates = decay, 0.0, 0
+        if source is not None:  # start from the dgbench estimator's running average
+            self.average, self.updates = float(source.average), int(source.updates)
         self.parameters: list[Tensor] = []
 
     def __call__(self, m: LinearVAE, x: Tensor, g: torch.Generator) -> Tensor:
@@ -379,7 +381,7 @@ def make_reference(eid: str, m: LinearVAE, source: nn.Module | None = None) -> t
         return STATELESS[eid], []
     latents = m.enc_w.shape[0]
     ref = {
-        "reinforce-ema": lambda: ReinforceEMA(),
+        "reinforce-ema": lambda: ReinforceEMA(source),
         "nvil": lambda: NVIL(latents, source),
         "rebar": lambda: REBAR(source),
         "relax": lambda: RELAX(latents, source),

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import expand
 
 
+@builtin
 class ARM(Estimator):
     id = "arm"
     family = "bernoulli"
@@ -41,3 +43,10 @@ class ARM(Estimator):
         f1, f2 = self.evaluate(f, pair, logits, leading=2)
         grad = (self.node.per_sample((f1 - f2).detach()) * (u - 0.5)).mean(0)
         return self.attach(((f1 + f2) / 2).mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    p = torch.sigmoid(logits)
+    f1, f2 = f((u > 1 - p).to(logits.dtype)), f((u < p).to(logits.dtype))
+    return (expand(f1 - f2, node) * (u - 0.5)).mean(0), ((f1 + f2) / 2).mean(0)

@@ -176,6 +176,23 @@ class Estimator(torch.nn.Module):
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
+    def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
+        """Shape of the one uniform tensor a call draws from its generator (the noise
+        convention, :mod:`dgbench.estimators.noise`): ``(S, *logits.shape)`` by default;
+        estimators with several independent draws per sample put their count first. Tests
+        replay a call's noise from it."""
+        return (self.samples, *logits_shape)
+
+    def randomize_state(self, generator: torch.Generator) -> None:
+        """Give learned parts and adaptive state random, non-initial values, so that tests
+        of exact single draws and of unbiasedness hold for any state training can reach.
+
+        Default: standard normal values for every parameter, in declaration order (lazily
+        sized parameters must have their shapes). Override for constrained parts."""
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype))
+
     # Helpers shared by the estimators -------------------------------------------------
 
     def evaluate(self, f: Objective, z: Tensor, logits: Tensor, leading: int = 1) -> Tensor:
@@ -199,6 +216,25 @@ class Estimator(torch.nn.Module):
         """
         s = self.node.sum_event(grad.detach() * logits)
         return value + (s - s.detach())
+
+
+_BUILTINS: dict[str, type[Estimator]] = {}
+
+
+def builtin(cls: type[Estimator]) -> type[Estimator]:
+    """Class decorator: a built-in estimator. The one line that registers it; the registry
+    imports every module of this package and collects the classes so marked."""
+    if not cls.id:
+        raise ValueError(f"{cls.__name__} has no id")
+    if cls.id in _BUILTINS and _BUILTINS[cls.id] is not cls:
+        raise ValueError(f"estimator id {cls.id!r} is declared twice ({_BUILTINS[cls.id].__name__}, {cls.__name__})")
+    _BUILTINS[cls.id] = cls
+    return cls
+
+
+def builtins() -> dict[str, type[Estimator]]:
+    """The classes marked :func:`builtin` so far, by id."""
+    return dict(_BUILTINS)
 
 
 def score_function(node: Node, logits: Tensor, z: Tensor, signal: Tensor) -> Tensor:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import hard
 
 
+@builtin
 class DARN(Estimator):
     id = "darn"
     family = "bernoulli"
@@ -47,3 +49,9 @@ class DARN(Estimator):
         b = b.detach()
         grad = (df * (b - 0.5) * (b - torch.sigmoid(detached))).mean(0)
         return self.attach(fb.mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    b = hard(node, logits, u)
+    return (f.grad(b) * (b - 0.5) * (b - torch.sigmoid(logits))).mean(0), f(b).mean(0)

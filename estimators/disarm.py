@@ -17,9 +17,11 @@ import torch
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import expand
 
 
+@builtin
 class DisARM(Estimator):
     id = "disarm"
     family = "bernoulli"
@@ -41,3 +43,12 @@ class DisARM(Estimator):
         weight = (1 - 2 * b_anti) * (b != b_anti).to(u.dtype) * torch.sigmoid(detached.abs())
         grad = (0.5 * self.node.per_sample((f1 - f2).detach()) * weight).mean(0)
         return self.attach(((f1 + f2) / 2).mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    p = torch.sigmoid(logits)
+    b, bt = (u < p).to(logits.dtype), (1 - u < p).to(logits.dtype)
+    fb, fbt = f(b), f(bt)
+    weight = (-1.0) ** bt * (b != bt).to(logits.dtype) * torch.sigmoid(logits.abs())
+    return (0.5 * expand(fb - fbt, node) * weight).mean(0), ((fb + fbt) / 2).mean(0)

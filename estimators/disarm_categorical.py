@@ -23,11 +23,14 @@ NeurIPS.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import d_dtheta, expand
 
 
 def stick_breaking_logits(theta: Tensor) -> Tensor:
@@ -43,6 +46,7 @@ def one_hot_from_sticks(b: Tensor) -> Tensor:
     return torch.cat([b * before, survive[..., -1:]], -1)
 
 
+@builtin
 class DisARMCategorical(Estimator):
     id = "disarm-categorical"
     family = "categorical"
@@ -55,12 +59,15 @@ class DisARMCategorical(Estimator):
     def __init__(self, node: str = "categorical", *, samples: int = 1) -> None:
         super().__init__(node, samples)
 
+    def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
+        return (self.samples, *logits_shape[:-1], logits_shape[-1] - 1)  # one uniform per stick
+
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
         with torch.enable_grad():
             theta = logits.detach().requires_grad_(True)
             a = stick_breaking_logits(theta)
         a_value = a.detach()
-        u = noise.uniform((self.samples, *a.shape), generator, logits)
+        u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
         p = torch.sigmoid(a_value)
         b, b_anti = (u < p).to(u.dtype), (1 - u < p).to(u.dtype)
         z = torch.stack([one_hot_from_sticks(b), one_hot_from_sticks(b_anti)])
@@ -69,3 +76,28 @@ class DisARMCategorical(Estimator):
         grad_a = (0.5 * self.node.per_sample((f1 - f2).detach()) * weight).mean(0)
         (grad,) = torch.autograd.grad(a, theta, grad_outputs=grad_a)
         return self.attach(((f1 + f2) / 2).mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    k = logits.shape[-1]
+    # stick-breaking logits a_j = theta_j - log sum_{i>j} exp(theta_i), and their Jacobian
+    def sticks(th):
+        return torch.stack([th[..., j] - torch.log(torch.exp(th[..., j + 1:]).sum(-1)) for j in range(k - 1)], -1)
+
+    a = sticks(logits)
+    p = torch.sigmoid(a)
+    b, bt = (u < p).to(logits.dtype), (1 - u < p).to(logits.dtype)
+
+    def cls(bits):  # first stick that breaks, else the last class
+        out = torch.zeros(*bits.shape[:-1], k, dtype=logits.dtype)
+        for index in itertools.product(*[range(n) for n in bits.shape[:-1]]):
+            ones = [j for j in range(k - 1) if bits[index][j] == 1]
+            out[index][ones[0] if ones else k - 1] = 1
+        return out
+
+    fb, fbt = f(cls(b)), f(cls(bt))
+    weight = (-1.0) ** bt * (b != bt).to(logits.dtype) * torch.sigmoid(a.abs())
+    grad_a = (0.5 * expand(fb - fbt, node) * weight).mean(0)
+    grad = d_dtheta(lambda th: (sticks(th) * grad_a).sum(), logits)
+    return grad, ((fb + fbt) / 2).mean(0)

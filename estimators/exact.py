@@ -12,16 +12,21 @@ once on all states, shape ``(N, *batch, D[, K])``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, NotApplicable, Objective
+from dgbench.estimators.base import Estimator, NotApplicable, Objective, builtin
 from dgbench.estimators.nodes import log2_states
+from dgbench.estimators.reference import probs
 
 DEFAULT_MAX_STATES = 2**16
 DEFAULT_MAX_EVALUATIONS = 2**22
 
 
+@builtin
 class Exact(Estimator):
     id = "exact"
     family = "both"
@@ -64,3 +69,19 @@ class Exact(Estimator):
         z = states.reshape(view).expand(n, *logits.shape)
         weights = self.node.log_prob(z, logits).exp()
         return (weights * self.evaluate(f, z, logits)).sum(0)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    shape = logits.shape
+    p = probs(node, logits)
+    grad, value = torch.zeros_like(logits), torch.zeros((), dtype=logits.dtype)
+    if node == "bernoulli":
+        configurations = [torch.tensor(bits, dtype=logits.dtype) for bits in itertools.product([0, 1], repeat=shape[0])]
+    else:
+        configurations = [F.one_hot(torch.tensor(ks), shape[1]).to(logits.dtype) for ks in itertools.product(range(shape[1]), repeat=shape[0])]
+    for z in configurations:
+        q = torch.exp((z * torch.log(p)).sum()) if node == "categorical" else torch.prod(p**z * (1 - p) ** (1 - z))
+        value += q * f(z)
+        grad += q * f(z) * (z - p)
+    return grad, value

@@ -23,9 +23,11 @@ import torch
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import conditional, d_dtheta, hard_of, perturbed, soft
 
 
+@builtin
 class GumbelRao(Estimator):
     id = "gumbel-rao"
     family = "both"
@@ -43,8 +45,11 @@ class GumbelRao(Estimator):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.draws, self.temperature = draws, temperature
 
+    def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
+        return (1 + self.draws, self.samples, *logits_shape)  # the sample's noise, then K conditional draws
+
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        u = noise.uniform((1 + self.draws, self.samples, *logits.shape), generator, logits)
+        u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
         b = self.node.harden_perturbed(self.node.perturb(logits.detach(), u[0]))
         with torch.enable_grad():
             z_hard = b.clone().requires_grad_(True)
@@ -57,3 +62,13 @@ class GumbelRao(Estimator):
             soft = self.node.soften(theta + perturbation, self.temperature).mean(0)
             (g,) = torch.autograd.grad(soft, theta, grad_outputs=df_db / self.samples)
         return self.attach(fb.mean(0), logits, g)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    s = u.shape[1]
+    b = hard_of(node, perturbed(node, logits, u[0]))
+    v = f.grad(b)
+    noise = conditional(node, logits, b, u[1:]) - logits  # held fixed
+    grad = d_dtheta(lambda th: (soft(node, th + noise, est.temperature).mean(0) * v).sum(), logits) / s
+    return grad, f(b).mean(0)

@@ -22,14 +22,17 @@ Distributions Using the CatLog-Derivative Trick (IndeCateR), NeurIPS.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import hard, probs
 
 # f-evaluations per call of f: units are substituted in blocks below this size.
 BLOCK_EVALUATIONS = 2**12
 
 
+@builtin
 class IndeCateR(Estimator):
     id = "indecater"
     family = "both"
@@ -80,3 +83,20 @@ class IndeCateR(Estimator):
             grad = pi * (f_table - (pi * f_table).sum(-1, keepdim=True))
             value = (pi * table).sum(-1).mean(-1)
         return self.attach(value, logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    p = probs(node, logits)
+    units = logits.shape[0]
+    values = 2 if node == "bernoulli" else logits.shape[1]
+    table = torch.zeros(units, values, dtype=logits.dtype)
+    for d in range(units):
+        for k in range(values):
+            zk = z.clone()
+            zk[:, d] = k if node == "bernoulli" else F.one_hot(torch.tensor(k), values).to(logits.dtype)
+            table[d, k] = f(zk).mean()
+    if node == "bernoulli":
+        return p * (1 - p) * (table[:, 1] - table[:, 0]), ((1 - p) * table[:, 0] + p * table[:, 1]).mean()
+    return p * (table - (p * table).sum(-1, keepdim=True)), (p * table).sum(-1).mean()

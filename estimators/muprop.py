@@ -19,9 +19,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.reference import expand, hard, mean_jacobian_t, probs
 
 
+@builtin
 class MuProp(Estimator):
     id = "muprop"
     family = "both"
@@ -51,3 +53,12 @@ class MuProp(Estimator):
         grad = score_function(self.node, logits, z, fz.detach() - taylor)
         grad = grad + self.node.mean_vjp(detached, df_mu)
         return self.attach(fz.mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    mu = probs(node, logits)
+    z = hard(node, logits, u)
+    taylor = f(mu) + (f.grad(mu) * (z - mu)).sum(tuple(range(1, z.dim())))
+    grad = (expand(f(z) - taylor, node) * (z - mu)).mean(0) + mean_jacobian_t(node, logits, f.grad(mu))
+    return grad, f(z).mean(0)

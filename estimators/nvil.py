@@ -22,10 +22,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, builtin, score_function
 from dgbench.estimators.networks import control_network
+from dgbench.estimators.reference import expand, flat, hard, mlp, probs
 
 
+@builtin
 class NVIL(Estimator):
     id = "nvil"
     family = "both"
@@ -54,6 +56,11 @@ class NVIL(Estimator):
             x = x.flatten(-2)
         return self.baseline(x.to(torch.float64)).squeeze(-1)
 
+    def randomize_state(self, generator: torch.Generator) -> None:
+        """Random baseline weights and a non-zero running mean of the learning signal."""
+        super().randomize_state(generator)
+        self.mean.fill_(0.21)
+
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
         z = self.node.sample(logits.detach(), self.samples, generator)
         fz = self.evaluate(f, z, logits)
@@ -71,3 +78,11 @@ class NVIL(Estimator):
                 self.mean.mul_(self.decay).add_((1 - self.decay) * residual.mean())
                 self.variance.mul_(self.decay).add_((1 - self.decay) * residual.var(unbiased=False))
         return self.attach(fz.mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    b = mlp(est.baseline, flat(node, logits))
+    signal = f(z) - float(est.mean) - b
+    return (expand(signal, node) * (z - probs(node, logits))).mean(0), f(z).mean(0)

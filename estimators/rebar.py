@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import conditional, d_dtheta, expand, hard_of, perturbed, probs, soft
 
 
 def second_moment(node, g: Tensor) -> Tensor:
@@ -34,6 +35,7 @@ def second_moment(node, g: Tensor) -> Tensor:
     return node.sum_event(g**2).mean()
 
 
+@builtin
 class REBAR(Estimator):
     id = "rebar"
     family = "both"
@@ -61,8 +63,17 @@ class REBAR(Estimator):
     def temperature(self) -> float:
         return float(self.log_temperature.detach().exp())
 
+    def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
+        return (2, self.samples, *logits_shape)  # the sample's noise, then the conditional draw
+
+    def randomize_state(self, generator: torch.Generator) -> None:
+        """A scale and temperature away from their initial values (both constrained)."""
+        with torch.no_grad():
+            self.eta_parameter.fill_(0.63)
+            self.log_temperature.fill_(-0.4)
+
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        u = noise.uniform((2, self.samples, *logits.shape), generator, logits)
+        u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
         record = self.training and self.learn
         with torch.enable_grad():
             theta = logits.detach().requires_grad_(True)
@@ -81,3 +92,14 @@ class REBAR(Estimator):
         if record:
             self.add_auxiliary_loss(second_moment(self.node, g))
         return self.attach(fb.mean(0), logits, g.detach())
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    eta, lam, s = est.eta, est.temperature, u.shape[1]
+    b = hard_of(node, perturbed(node, logits, u[0]))
+    f_cond = f(soft(node, conditional(node, logits, b, u[1]), lam))
+    pathwise = d_dtheta(lambda th: (f(soft(node, perturbed(node, th, u[0]), lam))
+                                    - f(soft(node, conditional(node, th, b, u[1]), lam))).sum(), logits)
+    grad = (expand(f(b) - eta * f_cond, node) * (b - probs(node, logits))).mean(0) + eta * pathwise / s
+    return grad, f(b).mean(0)

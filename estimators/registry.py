@@ -1,58 +1,29 @@
-"""The registry of built-in estimators: one line per estimator, id -> class.
+"""The registry of estimators: id -> class.
 
-Imports are explicit so that a broken estimator fails loudly at import time.
+Built-in estimators register themselves with the :func:`dgbench.estimators.base.builtin`
+decorator, one line in their own file; this module imports every module of the package
+(a module that fails to import fails here, loudly) and collects them, ordered by group
+and id. Plugins join at run time through :func:`register`.
 """
 
 from __future__ import annotations
 
-from dgbench.estimators.arm import ARM
-from dgbench.estimators.base import Estimator
-from dgbench.estimators.darn import DARN
-from dgbench.estimators.disarm import DisARM
-from dgbench.estimators.disarm_categorical import DisARMCategorical
-from dgbench.estimators.exact import Exact
-from dgbench.estimators.gumbel_rao import GumbelRao
-from dgbench.estimators.gumbel_softmax import GumbelSoftmax
-from dgbench.estimators.indecater import IndeCateR
-from dgbench.estimators.muprop import MuProp
-from dgbench.estimators.nvil import NVIL
-from dgbench.estimators.rebar import REBAR
-from dgbench.estimators.reinforce import Reinforce
-from dgbench.estimators.reinforce_ema import ReinforceEMA
-from dgbench.estimators.reinforce_optimal import ReinforceOptimal
-from dgbench.estimators.reinmax import ReinMax
-from dgbench.estimators.relax import RELAX
-from dgbench.estimators.rloo import RLOO
-from dgbench.estimators.st_gumbel_softmax import STGumbelSoftmax
-from dgbench.estimators.straight_through import StraightThrough
-from dgbench.estimators.vimco import VIMCO
+import importlib
+import pkgutil
+from pathlib import Path
+
+from dgbench.estimators.base import GROUPS, Estimator, builtins
+
+# Modules that define no estimator and import this one.
+_NOT_ESTIMATORS = {"registry", "plugin"}
+
+for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if _module.name not in _NOT_ESTIMATORS:
+        importlib.import_module(f"{__package__}.{_module.name}")
 
 ESTIMATORS: dict[str, type[Estimator]] = {
-    cls.id: cls
-    for cls in (
-        Exact,
-        Reinforce,
-        ReinforceEMA,
-        ReinforceOptimal,
-        RLOO,
-        MuProp,
-        DARN,
-        StraightThrough,
-        GumbelSoftmax,
-        STGumbelSoftmax,
-        ARM,
-        DisARM,
-        NVIL,
-        REBAR,
-        RELAX,
-        GumbelRao,
-        ReinMax,
-        IndeCateR,
-        VIMCO,
-        DisARMCategorical,
-    )
+    cls.id: cls for cls in sorted(builtins().values(), key=lambda c: (GROUPS.index(c.group), c.id))
 }
-
 
 BUILTIN = frozenset(ESTIMATORS)
 

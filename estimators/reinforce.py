@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.reference import expand, hard, probs
 
 
+@builtin
 class Reinforce(Estimator):
     id = "reinforce"
     family = "both"
@@ -33,3 +35,9 @@ class Reinforce(Estimator):
         fz = self.evaluate(f, z, logits)
         grad = score_function(self.node, logits, z, fz)
         return self.attach(fz.mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    return (expand(f(z), node) * (z - probs(node, logits))).mean(0), f(z).mean(0)

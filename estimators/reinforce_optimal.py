@@ -27,9 +27,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.reference import hard, probs
 
 
+@builtin
 class ReinforceOptimal(Estimator):
     id = "reinforce-optimal"
     family = "both"
@@ -54,3 +56,17 @@ class ReinforceOptimal(Estimator):
         c = torch.where(safe, numerator / torch.where(safe, denominator, torch.ones_like(denominator)), 0.0)
         grad = score_function(self.node, logits, z, self.node.per_sample(fz.detach()) - c)
         return self.attach(fz.mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    fz, score = f(z), z - probs(node, logits)
+    s = z.shape[0]
+    grad = torch.zeros_like(logits)
+    for j in range(s):
+        others = [r for r in range(s) if r != j]
+        num = sum(fz[r] * score[r] ** 2 for r in others)
+        den = sum(score[r] ** 2 for r in others)
+        grad += (fz[j] - num / den) * score[j]
+    return grad / s, fz.mean(0)

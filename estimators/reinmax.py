@@ -21,9 +21,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import hard, probs
 
 
+@builtin
 class ReinMax(Estimator):
     id = "reinmax"
     family = "both"
@@ -55,3 +57,15 @@ class ReinMax(Estimator):
         pi1 = (d + self.node.probs(theta / self.temperature)) / 2
         g = (2 * self._jacobian_t(pi1, v) - 0.5 * self._jacobian_t(pi0, v)).mean(0)
         return self.attach(fz.mean(0), logits, g)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    d = hard(node, logits, u)
+    v = f.grad(d)
+
+    def jt(pi):
+        return pi * (1 - pi) * v if node == "bernoulli" else pi * (v - (pi * v).sum(-1, keepdim=True))
+
+    pi1 = (d + probs(node, logits / est.temperature)) / 2
+    return (2 * jt(pi1) - 0.5 * jt(probs(node, logits))).mean(0), f(d).mean(0)

@@ -23,11 +23,13 @@ import torch
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.networks import control_network
 from dgbench.estimators.rebar import second_moment
+from dgbench.estimators.reference import conditional, d_dtheta, expand, flat, hard_of, mlp, perturbed, probs, soft
 
 
+@builtin
 class RELAX(Estimator):
     id = "relax"
     family = "both"
@@ -51,8 +53,11 @@ class RELAX(Estimator):
             x = x.flatten(-2)
         return self.control(x.to(torch.float64)).squeeze(-1).to(z.dtype)
 
+    def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
+        return (2, self.samples, *logits_shape)  # the sample's noise, then the conditional draw
+
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        u = noise.uniform((2, self.samples, *logits.shape), generator, logits)
+        u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
         record = self.training and self.learn  # learn=False: c stays at its initial value
         with torch.enable_grad():
             theta = logits.detach().requires_grad_(True)
@@ -68,3 +73,17 @@ class RELAX(Estimator):
         if record:
             self.add_auxiliary_loss(second_moment(self.node, g))
         return self.attach(fb.mean(0), logits, g.detach())
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    s = u.shape[1]
+    b = hard_of(node, perturbed(node, logits, u[0]))
+
+    def c(y):
+        return mlp(est.control, flat(node, soft(node, y, 1.0)))
+
+    c_cond = c(conditional(node, logits, b, u[1]))
+    pathwise = d_dtheta(lambda th: (c(perturbed(node, th, u[0])) - c(conditional(node, th, b, u[1]))).sum(), logits)
+    grad = (expand(f(b) - c_cond, node) * (b - probs(node, logits))).mean(0) + pathwise / s
+    return grad, f(b).mean(0)

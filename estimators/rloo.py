@@ -15,9 +15,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.reference import hard, probs
 
 
+@builtin
 class RLOO(Estimator):
     id = "rloo"
     family = "both"
@@ -38,3 +40,11 @@ class RLOO(Estimator):
         baseline = (signal.sum(0, keepdim=True) - signal) / (self.samples - 1)
         grad = score_function(self.node, logits, z, signal - baseline)
         return self.attach(fz.mean(0), logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    fz, s = f(z), z.shape[0]
+    grad = sum((fz[j] - (fz.sum() - fz[j]) / (s - 1)) * (z[j] - probs(node, logits)) for j in range(s))
+    return grad / s, fz.mean(0)

@@ -15,12 +15,15 @@ Gumbel-Softmax. ICLR (Section 2.2, "Straight-Through Gumbel-Softmax").
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dgbench.estimators import noise
-from dgbench.estimators.base import Estimator, Objective
+from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.reference import relaxed_jacobian_t, relaxed_sample
 
 
+@builtin
 class STGumbelSoftmax(Estimator):
     id = "st-gumbel-softmax"
     family = "both"
@@ -41,3 +44,13 @@ class STGumbelSoftmax(Estimator):
         y = self.node.relaxed(logits, u, self.temperature)
         z = self.node.harden(y)
         return self.evaluate(f, z + (y - y.detach()), logits).mean(0)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    y = relaxed_sample(node, logits, u, est.temperature)
+    if node == "bernoulli":
+        z = (logits + torch.log(u) - torch.log(1 - u) > 0).to(logits.dtype)
+    else:
+        z = F.one_hot((logits - torch.log(-torch.log(u))).argmax(-1), logits.shape[-1]).to(logits.dtype)
+    return relaxed_jacobian_t(node, y, f.grad(z), est.temperature).mean(0), f(z).mean(0)

@@ -28,9 +28,11 @@ import math
 import torch
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, score_function
+from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.reference import hard, probs
 
 
+@builtin
 class VIMCO(Estimator):
     id = "vimco"
     family = "both"
@@ -67,3 +69,18 @@ class VIMCO(Estimator):
         if inner is not None:  # the same signals multiply the deeper layers' scores
             bound = bound + (signal * (inner - inner.detach())).sum(0)
         return self.attach(bound, logits, grad)
+
+
+# The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
+def reference_draw(node, logits, u, f, est):
+    z = hard(node, logits, u)
+    k = z.shape[0]
+    w = torch.exp(f(z))
+    bound = torch.log(w.mean())
+    grad = torch.zeros_like(logits)
+    for j in range(k):
+        others = [i for i in range(k) if i != j]
+        geometric = torch.exp(torch.log(w[others]).mean())
+        loo = torch.log((w[others].sum() + geometric) / k)
+        grad = grad + (bound - loo) * (z[j] - probs(node, logits))
+    return grad, bound

@@ -27,6 +27,7 @@ from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.errors import UsageError
 from dgbench.harness.gradcheck import DTYPES, gradcheck
+from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
 from dgbench.harness.options import OptionError, parse_assignments
 from dgbench.harness.run import run, summary_line
 from dgbench.problems.data import DataUnavailable
@@ -45,25 +46,17 @@ def _json_safe(value: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "estimators":
-        rows = [cls.capabilities() for cls in ESTIMATORS.values()]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print(f"{'id':<20}{'family':<13}{'unbiased':<10}{'relaxed':<9}{'evals/sample':<14}paper")
-        for r in rows:
-            evals = "-" if r["evals_per_sample"] is None else str(r["evals_per_sample"])
-            if r["extra_evals"]:
-                evals += f"+{r['extra_evals']}"
-            print(f"{r['id']:<20}{r['family']:<13}{str(r['unbiased']):<10}{str(r['relaxed']):<9}{evals:<14}{r['paper']}")
+    if args.json:
+        registry = ESTIMATORS if args.what == "estimators" else PROBLEMS
+        describe = (lambda cls: cls.capabilities()) if args.what == "estimators" else (lambda cls: cls.describe())
+        print(json.dumps([describe(cls) for cls in registry.values()], indent=2))
+    elif args.markdown:
+        print(estimator_markdown() if args.what == "estimators" else problem_markdown())
     else:
-        rows = [cls.describe() for cls in PROBLEMS.values()]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print(f"{'id':<20}{'family':<13}description")
-        for r in rows:
-            print(f"{r['id']:<20}{r['family']:<13}{r['description']}")
+        rows = terminal_rows(args.what)
+        widths = [max(len(str(r[i])) for r in rows) + 2 for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("".join(f"{str(v):<{w}}" for v, w in zip(row, widths)) + str(row[-1]))
     return 0
 
 
@@ -194,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list registered estimators or problems")
     p_list.add_argument("what", choices=["estimators", "problems"])
     p_list.add_argument("--json", action="store_true", help="print a JSON array")
+    p_list.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     p_list.set_defaults(func=cmd_list)
 
     p_gc = sub.add_parser("gradcheck", help="bias and variance of an estimator against the exact gradient")

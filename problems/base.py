@@ -17,6 +17,8 @@ Class attributes:
                     direction. Reports rank on the first, never on the training
                     objective (a relaxed estimator's own surrogate). Default: the exact
                     objective at hard samples, in the objective's direction.
+``test_options``    options that make the problem small enough for the generic tests
+                    (every registered problem runs through them with these)
 ``bound_option``    the option holding k where the objective can be a k-sample bound
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
@@ -81,6 +83,7 @@ class Problem(torch.nn.Module):
     bound_option: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
+    test_options: ClassVar[dict[str, Any]] = {}  # options that make it small for the generic tests
 
     @classmethod
     def declared_scores(cls) -> tuple[Score, ...]:
@@ -217,3 +220,23 @@ class Problem(torch.nn.Module):
     def options(self) -> dict[str, Any]:
         """This instance's option values."""
         return {name: getattr(self, name) for name in self.default_options()}
+
+
+_BUILTINS: dict[str, type[Problem]] = {}
+
+
+def builtin(cls: type[Problem]) -> type[Problem]:
+    """Class decorator: a built-in problem. The one line that registers it; the registry
+    imports every module of this package and collects the classes so marked (in module
+    and definition order)."""
+    if not cls.id:
+        raise ValueError(f"{cls.__name__} has no id")
+    if cls.id in _BUILTINS and _BUILTINS[cls.id] is not cls:
+        raise ValueError(f"problem id {cls.id!r} is declared twice ({_BUILTINS[cls.id].__name__}, {cls.__name__})")
+    _BUILTINS[cls.id] = cls
+    return cls
+
+
+def builtins() -> dict[str, type[Problem]]:
+    """The classes marked :func:`builtin` so far, by id."""
+    return dict(_BUILTINS)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.problems.base import Problem
+from dgbench.problems.base import Problem, builtin
 
 
+@builtin
 class BernoulliToy(Problem):
     id = "bernoulli-toy"
+    test_options = {"dim": 3}  # small enough for the generic tests
     family = "bernoulli"
     minimize = True
     description = "f(b) = sum_i (b_i - t)^2, b ~ Bernoulli(sigmoid(theta)); exact gradient in closed form"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.problems.base import Problem
+from dgbench.problems.base import Problem, builtin
 
 
 def _vector(spec: str | None, k: int, default: list[float], name: str) -> list[float]:
@@ -36,8 +36,10 @@ def _vector(spec: str | None, k: int, default: list[float], name: str) -> list[f
     return values
 
 
+@builtin
 class CategoricalToy(Problem):
     id = "categorical-toy"
+    test_options = {"dim": 2, "categories": 3}  # small enough for the generic tests
     family = "categorical"
     minimize = True
     description = "f(z) = sum_i ||z_i - t||^2 over one-hot z_i ~ Categorical(softmax(l_i)); exact gradient in closed form"

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgbench.problems import latent
-from dgbench.problems.base import Score
+from dgbench.problems.base import Score, builtin
 from dgbench.problems.data import SPLITS, load_digits_binarized
 from dgbench.problems.minibatch import MinibatchProblem
 
@@ -169,8 +169,10 @@ class HardAttentionBase(MinibatchProblem):
         return out
 
 
+@builtin
 class HardAttention(HardAttentionBase):
     id = "hard-attention"
+    test_options = {"hidden": 2, "batch_size": 2}  # small enough for the generic tests
     family = "bernoulli"
     description = "Bernoulli mask over the cells of a cluttered-digit canvas; the classifier sees the kept cells"
 
@@ -186,8 +188,10 @@ class HardAttention(HardAttentionBase):
         return self.patch_cost * z.sum(-1)
 
 
+@builtin
 class HardAttentionCategorical(HardAttentionBase):
     id = "hard-attention-categorical"
+    test_options = {"hidden": 2, "batch_size": 2}  # small enough for the generic tests
     family = "categorical"
     description = "Choose one cell of a cluttered-digit canvas to look at; the classifier sees that glimpse"
 

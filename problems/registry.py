@@ -1,37 +1,23 @@
-"""The registry of built-in problems: one line per problem, id -> class."""
+"""The registry of built-in problems: id -> class.
+
+Problems register themselves with the :func:`dgbench.problems.base.builtin` decorator, one
+line in their own file; this module imports every module of the package (a module that
+fails to import fails here, loudly) and collects them.
+"""
 
 from __future__ import annotations
 
-from dgbench.problems.base import Problem
-from dgbench.problems.bernoulli_toy import BernoulliToy
-from dgbench.problems.categorical_toy import CategoricalToy
-from dgbench.problems.hard_attention import HardAttention, HardAttentionCategorical
-from dgbench.problems.sbn import SBNTwoLayer
-from dgbench.problems.vae import (
-    VAEBernoulliDigits,
-    VAEBernoulliLinear,
-    VAEBernoulliNonlinear,
-    VAEBernoulliTiny,
-    VAECategorical,
-    VAECategoricalDigits,
-)
+import importlib
+import pkgutil
+from pathlib import Path
 
-PROBLEMS: dict[str, type[Problem]] = {
-    cls.id: cls
-    for cls in (
-        BernoulliToy,
-        CategoricalToy,
-        VAEBernoulliLinear,
-        VAEBernoulliNonlinear,
-        VAECategorical,
-        VAEBernoulliDigits,
-        VAECategoricalDigits,
-        VAEBernoulliTiny,
-        SBNTwoLayer,
-        HardAttention,
-        HardAttentionCategorical,
-    )
-}
+from dgbench.problems.base import Problem, builtins
+
+for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if _module.name != "registry":
+        importlib.import_module(f"{__package__}.{_module.name}")
+
+PROBLEMS: dict[str, type[Problem]] = builtins()
 
 
 def get(problem_id: str) -> type[Problem]:

@@ -40,13 +40,15 @@ import torch
 from torch import Tensor, nn
 
 from dgbench.problems import latent
-from dgbench.problems.base import Estimators
+from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import image_splits, prepare
 from dgbench.problems.lvm import LatentVariableModel
 
 
+@builtin
 class SBNTwoLayer(LatentVariableModel):
     id = "sbn-two-layer"
+    test_options = {"dataset": "digits", "units": 3, "batch_size": 3, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     family = "bernoulli"
     differentiable = True
     bound_option = "bound_samples"

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from dgbench.problems import latent
-from dgbench.problems.base import Estimators
+from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import image_splits, prepare
 from dgbench.problems.lvm import LatentVariableModel
 
@@ -207,8 +207,10 @@ class DiscreteVAE(LatentVariableModel):
         return self.reduce(estimator(single, lambda z: self._log_weight(z, single), generator=generator))
 
 
+@builtin
 class VAEBernoulliLinear(DiscreteVAE):
     id = "vae-bernoulli-linear"
+    test_options = {"latents": 8, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     description = "Bernoulli VAE 784-200-784, linear, learned prior, binarized MNIST (DisARM/RELAX setup)"
 
     def __init__(self, *, latents: int = 200, hidden: str = "", batch_size: int = 50, prior: str = "learned",
@@ -219,8 +221,10 @@ class VAEBernoulliLinear(DiscreteVAE):
                     bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
+@builtin
 class VAEBernoulliNonlinear(DiscreteVAE):
     id = "vae-bernoulli-nonlinear"
+    test_options = {"latents": 8, "hidden": "16,16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     description = "Bernoulli VAE 784-[200-200]-200 / 200-[200-200]-784, LeakyReLU(0.3), binarized MNIST (DisARM)"
 
     def __init__(self, *, latents: int = 200, hidden: str = "200,200", batch_size: int = 50,
@@ -231,8 +235,10 @@ class VAEBernoulliNonlinear(DiscreteVAE):
                     bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
+@builtin
 class VAECategorical(DiscreteVAE):
     id = "vae-categorical"
+    test_options = {"latents": 3, "categories": 4, "hidden": "16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     family = "categorical"
     activation = "relu"
     description = "Categorical VAE, 20 latents x 10 classes, 784-[512-256] MLPs, binarized MNIST (Gumbel-Softmax paper)"
@@ -247,8 +253,10 @@ class VAECategorical(DiscreteVAE):
                     kl=kl, bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
+@builtin
 class VAEBernoulliDigits(DiscreteVAE):
     id = "vae-bernoulli-digits"
+    test_options = {"latents": 6, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     dataset = "digits"
     description = "Bernoulli VAE 64-32-64, linear, learned prior, on the bundled 8x8 digits (no download)"
 
@@ -260,8 +268,10 @@ class VAEBernoulliDigits(DiscreteVAE):
                     bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
 
 
+@builtin
 class VAECategoricalDigits(DiscreteVAE):
     id = "vae-categorical-digits"
+    test_options = {"latents": 3, "categories": 4, "hidden": "", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     family = "categorical"
     activation = "relu"
     dataset = "digits"
@@ -279,8 +289,10 @@ class VAECategoricalDigits(DiscreteVAE):
 MAX_TINY_LATENTS = 12
 
 
+@builtin
 class VAEBernoulliTiny(DiscreteVAE):
     id = "vae-bernoulli-tiny"
+    test_options = {"batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     dataset = "digits"
     description = "Bernoulli VAE 64-12-64 on the digits: 4096 latent states, exact ELBO gradient by enumeration"
 

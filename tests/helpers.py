@@ -111,19 +111,13 @@ def z_scores(estimates: Tensor, exact: Tensor) -> Tensor:
 # Small, fast options for every registered problem (float64 where the problem allows).
 # A meta-test requires an entry for each registered problem, so a new problem joins the
 # generic contract tests by adding one line here.
-SMALL_OPTIONS = {
-    "bernoulli-toy": {"dim": 3},
-    "categorical-toy": {"dim": 2, "categories": 3},
-    "vae-bernoulli-linear": {"latents": 8, "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
-    "vae-bernoulli-nonlinear": {"latents": 8, "hidden": "16,16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
-    "vae-categorical": {"latents": 3, "categories": 4, "hidden": "16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
-    "vae-bernoulli-digits": {"latents": 6, "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
-    "vae-categorical-digits": {"latents": 3, "categories": 4, "hidden": "", "batch_size": 4, "iw_samples": 5, "eval_examples": 16},
-    "vae-bernoulli-tiny": {"batch_size": 4, "iw_samples": 5, "eval_examples": 16},
-    "sbn-two-layer": {"dataset": "digits", "units": 3, "batch_size": 3, "iw_samples": 5, "eval_examples": 16},
-    "hard-attention": {"hidden": 2, "batch_size": 2},
-    "hard-attention-categorical": {"hidden": 2, "batch_size": 2},
-}
+def _small_options() -> dict[str, dict]:
+    from dgbench.problems import PROBLEMS
+
+    return {pid: dict(cls.test_options) for pid, cls in PROBLEMS.items()}
+
+
+SMALL_OPTIONS = _small_options()  # each problem's declared test_options
 MNIST_PROBLEMS = {"vae-bernoulli-linear", "vae-bernoulli-nonlinear", "vae-categorical"}
 
 

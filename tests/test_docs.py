@@ -39,3 +39,10 @@ def test_readme_plugin_example_is_a_valid_estimator(tmp_path):
     logits = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     cls("bernoulli")(logits, lambda z: z.sum(-1), generator=torch.Generator().manual_seed(0)).backward()
     assert logits.grad is not None
+
+
+def test_readme_tables_are_generated_from_the_declarations():
+    from dgbench.harness.listing import estimator_markdown, problem_markdown
+
+    assert estimator_markdown() in README, "run `dgbench list estimators --markdown` and paste it into the README"
+    assert problem_markdown() in README, "run `dgbench list problems --markdown` and paste it into the README"

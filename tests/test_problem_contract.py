@@ -28,8 +28,27 @@ def estimators_for(problem, eid="rloo", **hyper):
     return node_estimators(problem, ESTIMATORS[eid], hyper, torch.device("cpu"))
 
 
+def test_every_problem_class_is_registered():
+    """A class in problems/ with an id is registered (no silent orphan)."""
+    import importlib
+    import pkgutil
+
+    import dgbench.problems as package
+    from dgbench.problems.base import Problem
+
+    registered = set(PROBLEMS.values())
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"dgbench.problems.{info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, Problem) and value.__module__ == module.__name__
+                    and value.id):
+                assert value in registered, f"{value.__name__} ({value.id}) is not registered"
+
+
 def test_every_problem_has_small_options():
-    assert set(SMALL_OPTIONS) == set(PROBLEMS), "add the new problem to tests/helpers.py SMALL_OPTIONS"
+    assert set(SMALL_OPTIONS) == set(PROBLEMS)
+    for pid, options in SMALL_OPTIONS.items():
+        assert set(options) <= set(PROBLEMS[pid].default_options()), pid
 
 
 @pytest.mark.parametrize("pid", IDS)
