@@ -38,10 +38,18 @@ def node_estimators(problem: Problem, cls: type[Estimator], hyperparameters: dic
     ).to(device)
 
 
+def make_problem(problem_id: str, options: dict[str, Any], seed: int, device: torch.device,
+                 dtype: torch.dtype | None = None) -> Problem:
+    """``problem_id`` with ``options``, its parameters initialised from a seed that depends
+    on (problem, options, seed index) only, never on the estimator."""
+    torch.manual_seed(derive_seed("init", problem_id, options, seed))
+    extra = {} if dtype is None else {"dtype": dtype}
+    return PROBLEMS[problem_id](**options, **extra, device=device)
+
+
 def build(cell: Cell, device: torch.device) -> tuple[Problem, torch.nn.ModuleDict]:
     """The cell's problem (initialised from a seed that ignores the estimator) and estimators."""
-    torch.manual_seed(derive_seed("init", cell.problem, cell.options, cell.seed))
-    problem = PROBLEMS[cell.problem](**cell.options, device=device)
+    problem = make_problem(cell.problem, cell.options, cell.seed, device)
     return problem, node_estimators(problem, ESTIMATORS[cell.estimator], cell.hyperparameters, device)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from dgbench.estimators.base import NotApplicable
 from dgbench.estimators.plugin import PluginError, resolve_estimator
-from dgbench.harness.cells import node_estimators, reference_gradient
+from dgbench.harness.cells import make_problem, node_estimators, reference_gradient
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.errors import UsageError
 from dgbench.harness.gradstats import gradient_statistics
@@ -100,7 +100,8 @@ def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int 
     except DataUnavailable as err:
         raise UsageError(f"{problem}: {err}") from None
     try:
-        instance = problem_cls(**problem_options, dtype=DTYPES[dtype], device=torch_device)
+        # Seeded like a suite's cell of the same (problem, options, seed): reproducible.
+        instance = make_problem(problem, problem_options, seed, torch_device, DTYPES[dtype])
         estimators = node_estimators(instance, estimator_cls, estimator_hparams, torch_device)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None

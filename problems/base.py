@@ -195,9 +195,14 @@ class Problem(torch.nn.Module):
     def prepare_data(cls, options: dict[str, Any]) -> None:
         """Fetch or verify the data these options need (raises ``DataUnavailable``)."""
 
+    defaults: ClassVar[dict[str, Any]] = {}  # a preset's options as data (else read from __init__)
+
     @classmethod
     def default_options(cls) -> dict[str, Any]:
-        """Constructor options and their defaults (``dtype`` and ``device`` excluded)."""
+        """Constructor options and their defaults (``dtype`` and ``device`` excluded): a
+        preset's ``defaults``, or the keyword-only parameters of ``__init__``."""
+        if cls.defaults:
+            return dict(cls.defaults)
         params = inspect.signature(cls.__init__).parameters
         return {
             name: p.default

@@ -44,7 +44,7 @@ Problems:
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +86,21 @@ class DiscreteVAE(LatentVariableModel):
     dataset: ClassVar[str] = "mnist"
     activation: ClassVar[str] = "leaky_relu"
     differentiable = True
+    default_dtype: ClassVar[torch.dtype] = torch.float32
+    max_latents: ClassVar[int | None] = None
+
+    def __init__(self, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", **options: Any) -> None:
+        """A preset: ``options`` override the class's ``defaults`` (the data of the preset)."""
+        super().__init__()
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"{self.id}: unknown option(s) {', '.join(unknown)} (valid: {', '.join(self.defaults)})")
+        values = {**self.defaults, **options}
+        if self.max_latents is not None and values["latents"] > self.max_latents:
+            raise ValueError(f"{self.id} is enumerable only up to {self.max_latents} latents, got {values['latents']}")
+        if "categories" in values:
+            self.categories = values["categories"]
+        self._build(**{"categories": 2, **values}, dtype=dtype or self.default_dtype, device=device)
 
     def _build(
         self,
@@ -207,100 +222,62 @@ class DiscreteVAE(LatentVariableModel):
         return self.reduce(estimator(single, lambda z: self._log_weight(z, single), generator=generator))
 
 
+# The options every VAE preset shares, with their defaults.
+_COMMON = {"kl": "analytic", "bound_samples": 1, "iw_samples": 100, "eval_examples": 0}
+
+
 @builtin
 class VAEBernoulliLinear(DiscreteVAE):
     id = "vae-bernoulli-linear"
-    test_options = {"latents": 8, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     description = "Bernoulli VAE 784-200-784, linear, learned prior, binarized MNIST (DisARM/RELAX setup)"
-
-    def __init__(self, *, latents: int = 200, hidden: str = "", batch_size: int = 50, prior: str = "learned",
-                 kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+    defaults = {"latents": 200, "hidden": "", "batch_size": 50, "prior": "learned", **_COMMON}
+    test_options = {"latents": 8, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}
 
 
 @builtin
 class VAEBernoulliNonlinear(DiscreteVAE):
     id = "vae-bernoulli-nonlinear"
-    test_options = {"latents": 8, "hidden": "16,16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     description = "Bernoulli VAE 784-[200-200]-200 / 200-[200-200]-784, LeakyReLU(0.3), binarized MNIST (DisARM)"
-
-    def __init__(self, *, latents: int = 200, hidden: str = "200,200", batch_size: int = 50,
-                 prior: str = "learned", kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+    defaults = {"latents": 200, "hidden": "200,200", "batch_size": 50, "prior": "learned", **_COMMON}
+    test_options = {"latents": 8, "hidden": "16,16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}
 
 
 @builtin
 class VAECategorical(DiscreteVAE):
     id = "vae-categorical"
-    test_options = {"latents": 3, "categories": 4, "hidden": "16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     family = "categorical"
     activation = "relu"
     description = "Categorical VAE, 20 latents x 10 classes, 784-[512-256] MLPs, binarized MNIST (Gumbel-Softmax paper)"
-
-    def __init__(self, *, latents: int = 20, categories: int = 10, hidden: str = "512,256",
-                 batch_size: int = 100, prior: str = "uniform", kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100,
-                 eval_examples: int = 0, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        self.categories = categories
-        self._build(latents=latents, categories=categories, hidden=hidden, batch_size=batch_size, prior=prior,
-                    kl=kl, bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+    defaults = {"latents": 20, "categories": 10, "hidden": "512,256", "batch_size": 100, "prior": "uniform", **_COMMON}
+    test_options = {"latents": 3, "categories": 4, "hidden": "16", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}
 
 
 @builtin
 class VAEBernoulliDigits(DiscreteVAE):
     id = "vae-bernoulli-digits"
-    test_options = {"latents": 6, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     dataset = "digits"
     description = "Bernoulli VAE 64-32-64, linear, learned prior, on the bundled 8x8 digits (no download)"
-
-    def __init__(self, *, latents: int = 32, hidden: str = "", batch_size: int = 32, prior: str = "learned",
-                 kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+    defaults = {"latents": 32, "hidden": "", "batch_size": 32, "prior": "learned", **_COMMON}
+    test_options = {"latents": 6, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}
 
 
 @builtin
 class VAECategoricalDigits(DiscreteVAE):
     id = "vae-categorical-digits"
-    test_options = {"latents": 3, "categories": 4, "hidden": "", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     family = "categorical"
     activation = "relu"
     dataset = "digits"
     description = "Categorical VAE, 6 latents x 4 classes (4096 states), 64-[32] MLPs, on the bundled digits"
-
-    def __init__(self, *, latents: int = 6, categories: int = 4, hidden: str = "32", batch_size: int = 32,
-                 prior: str = "uniform", kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        self.categories = categories
-        self._build(latents=latents, categories=categories, hidden=hidden, batch_size=batch_size, prior=prior,
-                    kl=kl, bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
-
-
-MAX_TINY_LATENTS = 12
+    defaults = {"latents": 6, "categories": 4, "hidden": "32", "batch_size": 32, "prior": "uniform", **_COMMON}
+    test_options = {"latents": 3, "categories": 4, "hidden": "", "batch_size": 4, "iw_samples": 5, "eval_examples": 16}
 
 
 @builtin
 class VAEBernoulliTiny(DiscreteVAE):
     id = "vae-bernoulli-tiny"
-    test_options = {"batch_size": 4, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     dataset = "digits"
     description = "Bernoulli VAE 64-12-64 on the digits: 4096 latent states, exact ELBO gradient by enumeration"
-
-    def __init__(self, *, latents: int = 12, hidden: str = "", batch_size: int = 16, prior: str = "learned",
-                 kl: str = "analytic", bound_samples: int = 1, iw_samples: int = 100, eval_examples: int = 0,
-                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        if latents > MAX_TINY_LATENTS:
-            raise ValueError(f"vae-bernoulli-tiny is enumerable only up to {MAX_TINY_LATENTS} latents, got {latents}")
-        self._build(latents=latents, categories=2, hidden=hidden, batch_size=batch_size, prior=prior, kl=kl,
-                    bound_samples=bound_samples, iw_samples=iw_samples, eval_examples=eval_examples, dtype=dtype, device=device)
+    defaults = {"latents": 12, "hidden": "", "batch_size": 16, "prior": "learned", **_COMMON}
+    test_options = {"batch_size": 4, "iw_samples": 5, "eval_examples": 16}
+    default_dtype = torch.float64
+    max_latents = 12  # enumerable: 2^12 states
