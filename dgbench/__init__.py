@@ -26,9 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dgbench.estimators.base import Estimator, NotApplicable, score_function
+from dgbench.errors import NotApplicable, UsageError
+from dgbench.estimators.base import Estimator, score_function
 from dgbench.estimators.registry import ESTIMATORS, register
-from dgbench.harness.errors import UsageError
 from dgbench.problems.base import Problem, Score
 from dgbench.problems.registry import PROBLEMS
 

@@ -59,13 +59,6 @@ GROUPS = ("score function", "multi-sample", "control variates", "antithetic / co
           "relaxed / straight-through", "reference", "other")
 
 
-class NotApplicable(ValueError):
-    """The estimator cannot run on this input (e.g. ``exact`` beyond its state limit).
-
-    The harness records such a cell as skipped, with this message as the reason.
-    """
-
-
 class ObjectiveShapeError(ValueError):
     """``f`` returned something other than one value per sample and batch element."""
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgbench.estimators.base import Estimator, NotApplicable, Objective, builtin
+from dgbench.errors import NotApplicable
+from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.nodes import log2_states
 from dgbench.estimators.reference import probs
 

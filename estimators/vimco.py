@@ -14,7 +14,7 @@ expose a k-sample bound (``bound_samples = k > 1``) hand VIMCO the per-sample lo
 weight; the harness sets ``samples = k`` and skips problems without such a bound.
 
 A model with several stochastic layers samples the deeper layers itself (given each of
-the k draws of this node) and returns ``(log w, log q_deeper)``: VIMCO then adds
+the k draws of this node) and returns a ``dgbench.objectives.LogWeightWithInnerLogQ(log w, log q_deeper)``: VIMCO then adds
 ``sum_j (L - L_-j) d log q_deeper(j)`` to the gradient (through a term of value zero), so
 every layer's score is multiplied by the same leave-one-out signal.
 
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from dgbench.estimators.base import Estimator, Objective, builtin, score_function
 from dgbench.estimators.reference import hard, probs
+from dgbench.objectives import LogWeightWithInnerLogQ
 
 
 @builtin
@@ -52,7 +53,7 @@ class VIMCO(Estimator):
         z = self.node.sample(logits.detach(), k, generator)
         out = f(z)
         inner = None
-        if isinstance(out, tuple):  # (log w, log q of deeper layers' samples): see the module doc
+        if isinstance(out, LogWeightWithInnerLogQ):  # deeper layers drawn inside f: see the module doc
             out, inner = out
             self.evaluate(lambda _: inner, z, logits)
         log_w = self.evaluate(lambda _: out, z, logits)  # (k, *batch)

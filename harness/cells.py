@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from dgbench.estimators.base import Estimator, NotApplicable
+from dgbench.errors import NotApplicable
+from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.devices import Stopwatch, peak_memory_mb, reset_peak_memory
 from dgbench.harness.enumeration import exact_objective_and_gradient
 from dgbench.harness.gradstats import flatten, gradient_statistics, replicated_gradients
 from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import Cell
-from dgbench.problems.base import NotApplicable as ProblemNotApplicable
 from dgbench.problems.base import Problem
 from dgbench.problems.registry import PROBLEMS
 
@@ -212,7 +212,7 @@ def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
         peak = peak_memory_mb(dev)
         if peak is not None:
             result["metrics"]["peak_memory_mb"] = peak
-    except (NotApplicable, ProblemNotApplicable) as err:
+    except NotApplicable as err:
         result = {"status": "skipped", "reason": str(err)}
     except Exception as err:
         result = {"status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dgbench.errors import UsageError
 from dgbench.estimators.plugin import PluginError, resolve_estimator
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
-from dgbench.harness.errors import UsageError
 from dgbench.harness.gradcheck import DTYPES, gradcheck
 from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
 from dgbench.harness.options import OptionError, parse_assignments

@@ -16,9 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dgbench.errors import UsageError
 from dgbench.estimators.plugin import resolve_estimator
 from dgbench.estimators.registry import register
-from dgbench.harness.errors import UsageError
 from dgbench.harness.execution import execute
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.store import DB_NAME, stored_last_provenance, stored_suite

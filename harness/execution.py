@@ -1,41 +1,29 @@
-"""Running a list of cells: in this process, on local worker processes, or on Dask.
+"""Running a list of cells as one recorded run, on a backend: local processes
+(:mod:`dgbench.harness.local_backend`) or Dask (:mod:`dgbench.harness.dask_backend`),
+siblings behind one interface, ``runner(cells, record)``.
 
 The driver alone writes the results store, one transaction per finished cell, as
-results arrive (in any order). Each worker process is pinned to
-``torch.get_num_threads() // workers`` threads (at least one), so concurrent cells do
-not oversubscribe the cores and every cell of a run is timed with the same thread count,
-which the run's provenance records.
+results arrive (in any order); the run's provenance records the workers and their
+threads.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 
-import torch
 from tqdm import tqdm
 
-from dgbench.estimators.plugin import register_plugins
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import run_cell
+from dgbench.harness.local_backend import run_cells_local, threads_per_worker
 from dgbench.harness.provenance import provenance
 from dgbench.harness.store import ResultStore
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
-
-
-def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
-    torch.set_num_threads(threads)
-    register_plugins(plugins)
 
 
 def prepare_data(cells: list[Cell]) -> None:
@@ -62,7 +50,6 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
         raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
     workers = min(workers, max(1, len(cells)))
     with ExitStack() as stack:
-        runner: Callable[[list[Cell], Callable[[Cell, dict], None]], None] | None = None
         info = provenance(device, workers, threads_per_worker(workers))
         if backend == "dask":
             from dgbench.harness import dask_backend
@@ -75,28 +62,28 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
             info.update(workers=len(answers), threads_per_worker=threads, backend="dask",
                         scheduler=scheduler or f"LocalCluster({workers})")
 
-            def on_dask(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
+            def runner(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
                 dask_backend.run_cells_dask(runnable, record, client, device=device, threads=threads, plugins=plugins,
                                             data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=retries)
-
-            runner = on_dask
+        else:
+            def runner(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
+                run_cells_local(runnable, record, workers=workers, device=device, plugins=plugins)
 
         store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
                             {c.estimator: ESTIMATORS[c.estimator].capabilities() for c in cells})
         run_id = store.start_run(time.time(), info)
-        counts = run_cells(cells, store, run_id, workers=workers, device=device, progress=progress,
-                           plugins=plugins, runner=runner)
+        counts = run_cells(cells, store, run_id, runner, device=device, progress=progress)
         store.finish_run(run_id, time.time())
     return counts
 
 
-def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: int, device: str,
-              progress: bool = True, plugins: tuple[str, ...] = (), runner=None) -> dict[str, int]:
-    """Run every cell not yet finished in ``store``; return counts by status for this call.
+def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
+              runner: Callable[[list[Cell], Callable[[Cell, dict], None]], None], *, device: str,
+              progress: bool = True) -> dict[str, int]:
+    """Run every cell not yet finished in ``store`` through ``runner(cells, record)`` (a
+    backend, which calls ``record`` with each result as it arrives); counts by status.
 
-    ``runner(cells, record)``, if given, runs the cells elsewhere and calls ``record``
-    with each result as it arrives (the Dask backend); otherwise this process or a pool
-    of ``workers`` local processes runs them.
+    Skipped cells are recorded here, without a backend.
     """
     done = store.finished_keys()
     todo = [c for c in cells if c.key not in done]
@@ -116,24 +103,8 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int, *, workers: in
                 record(cell, run_cell(cell, device))
             else:
                 runnable.append(cell)
-        if runner is not None:
-            if runnable:
-                runner(runnable, record)
-        elif workers <= 1:
-            torch.set_num_threads(threads_per_worker(1))
-            for cell in runnable:
-                record(cell, run_cell(cell, device))
-        elif runnable:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(threads_per_worker(workers), tuple(plugins))) as pool:
-                futures = {pool.submit(run_cell, cell, device): cell for cell in runnable}
-                for future in as_completed(futures):
-                    try:
-                        result = future.result()
-                    except Exception as err:  # the worker died (e.g. killed for memory)
-                        result = {"status": "failed", "reason": f"worker process died: {type(err).__name__}: {err}"}
-                    record(futures[future], result)
+        if runnable:
+            runner(runnable, record)
     finally:
         bar.close()
     return counts

@@ -9,16 +9,14 @@ from typing import Any
 
 import torch
 
-from dgbench.estimators.base import NotApplicable
+from dgbench.errors import NotApplicable, UsageError
 from dgbench.estimators.plugin import PluginError, resolve_estimator
 from dgbench.harness.cells import make_problem, node_estimators, reference_gradient
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
-from dgbench.harness.errors import UsageError
 from dgbench.harness.gradstats import gradient_statistics
 from dgbench.harness.options import OptionError, coerce
 from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import incompatibility
-from dgbench.problems.base import NotApplicable as ProblemNotApplicable
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import get as get_problem
 
@@ -113,7 +111,7 @@ def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int 
     try:
         stats, seconds = gradient_statistics(instance, estimators, exact, replicas, generator, torch_device,
                                              reference_se)
-    except (NotApplicable, ProblemNotApplicable) as err:
+    except NotApplicable as err:
         raise UsageError(str(err)) from None
     values = stats.as_dict()
     known = {f for f in GradcheckResult.__dataclass_fields__}

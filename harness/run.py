@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dgbench.errors import UsageError
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
-from dgbench.harness.errors import UsageError
 from dgbench.harness.execution import execute, prepare_data
 from dgbench.harness.provenance import git_commit
 from dgbench.harness.store import DB_NAME, ResultStore, StoreError, stored_suite

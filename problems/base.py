@@ -57,12 +57,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from dgbench.errors import NotApplicable
+
 Estimate = Callable[..., Tensor]
 Estimators = Mapping[str, Estimate] | torch.nn.ModuleDict | Estimate
-
-
-class NotApplicable(ValueError):
-    """The problem cannot host this estimator (the harness records the cell as skipped)."""
 
 
 @dataclass(frozen=True)

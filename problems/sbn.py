@@ -39,6 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dgbench.objectives import LogWeightWithInnerLogQ
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import image_splits, prepare
@@ -161,7 +162,7 @@ class SBNTwoLayer(LatentVariableModel):
         self.check_multi_sample_estimator(estimator)
         first = logits[..., : self.units]
 
-        def log_weight_and_inner(h1: Tensor) -> tuple[Tensor, Tensor]:
+        def log_weight_and_inner(h1: Tensor) -> LogWeightWithInnerLogQ:
             hs, qs = [h1], [first]
             inner = torch.zeros(h1.shape[:-1], dtype=h1.dtype, device=h1.device)
             for level in range(1, self.layers):
@@ -170,7 +171,7 @@ class SBNTwoLayer(LatentVariableModel):
                 inner = inner + latent.log_prob("bernoulli", h, q)
                 hs.append(h)
                 qs.append(q)
-            return self._log_weight(self.x, hs, qs).squeeze(-1), inner
+            return LogWeightWithInnerLogQ(self._log_weight(self.x, hs, qs).squeeze(-1), inner)
 
         return self.reduce(estimator(first, log_weight_and_inner, generator=generator))
 

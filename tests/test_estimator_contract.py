@@ -10,8 +10,8 @@ import json
 import pytest
 import torch
 
+from dgbench.errors import NotApplicable
 from dgbench.estimators import ESTIMATORS, Estimator
-from dgbench.estimators.base import NotApplicable
 from dgbench.estimators.nodes import FAMILIES
 from dgbench.estimators.plugin import validate_estimator
 from tests.helpers import DTYPE, LOGITS, CoupledQuadratic
