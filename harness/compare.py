@@ -21,8 +21,8 @@ from dgbench.estimators.plugin import resolve_estimator
 from dgbench.estimators.registry import register
 from dgbench.harness.execution import execute
 from dgbench.harness.run import check_data, open_results
-from dgbench.harness.store import DB_NAME, stored_last_provenance, stored_suite
 from dgbench.harness.suites import expand, load_suite
+from dgbench.store import DB_NAME, stored_last_provenance, stored_suite
 
 
 def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, str]:

@@ -21,9 +21,9 @@ from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import run_cell
 from dgbench.harness.local_backend import run_cells_local, threads_per_worker
 from dgbench.harness.provenance import provenance
-from dgbench.harness.store import ResultStore
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
+from dgbench.store import ResultStore
 
 
 def prepare_data(cells: list[Cell]) -> None:

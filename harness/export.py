@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
 
-from dgbench.harness.store import DB_NAME
+from dgbench.store import NoResults, read_tables
 
-CELL_COLUMNS = "c.key AS cell, c.kind, c.problem, c.options, c.estimator, c.hyperparameters, c.seed, c.status"
+CELL_COLUMNS = ["cell", "kind", "problem", "options", "estimator", "hyperparameters", "seed", "status"]
 
 
 class ExportError(ValueError):
@@ -17,16 +16,17 @@ class ExportError(ValueError):
 
 
 def tables(directory: Path) -> dict[str, pd.DataFrame]:
-    path = directory / DB_NAME
-    if not path.is_file():
-        raise ExportError(f"{directory} holds no results database ({DB_NAME})")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return {
-            "runs": pd.read_sql("SELECT * FROM runs", db),
-            "cells": pd.read_sql("SELECT * FROM cells", db),
-            "metrics": pd.read_sql(f"SELECT {CELL_COLUMNS}, m.name, m.value FROM metrics m JOIN cells c ON c.key = m.cell_key", db),
-            "series": pd.read_sql(f"SELECT {CELL_COLUMNS}, s.step, s.wall, s.name, s.value FROM series s JOIN cells c ON c.key = s.cell_key", db),
-        }
+    """runs and cells as stored; metrics and series joined with their cell's description."""
+    try:
+        t = read_tables(directory)
+    except NoResults as err:
+        raise ExportError(str(err)) from None
+    cells = t.cells.drop(columns=["traceback"])
+    described = cells.rename(columns={"key": "cell"})[CELL_COLUMNS]
+    join = described.rename(columns={"cell": "cell_key"})
+    metrics = join.merge(t.metrics, on="cell_key").rename(columns={"cell_key": "cell"})
+    series = join.merge(t.series, on="cell_key").rename(columns={"cell_key": "cell"})
+    return {"runs": t.runs, "cells": t.cells, "metrics": metrics, "series": series}
 
 
 def export(directory: Path, fmt: str, out: Path | None = None) -> list[Path]:

@@ -15,9 +15,9 @@ from dgbench.errors import UsageError
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.execution import execute, prepare_data
 from dgbench.harness.provenance import git_commit
-from dgbench.harness.store import DB_NAME, ResultStore, StoreError, stored_suite
 from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite
 from dgbench.problems.data import DataUnavailable
+from dgbench.store import DB_NAME, ResultStore, StoreError, stored_suite
 
 
 @dataclass

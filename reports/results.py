@@ -1,18 +1,17 @@
-"""A results directory as pandas frames: read-only access to its SQLite database.
+"""A results directory as pandas frames, read through :mod:`dgbench.store` (read-only).
 
-Reports depend on nothing but this file format (see README, "Results database").
+Reports depend on nothing but the results database (see README, "Results database").
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-DB_FILE = "results.db"
+from dgbench.store import NoResults, read_tables
 
 
 class ReportError(ValueError):
@@ -45,25 +44,16 @@ def config_label(problem: str, options: str) -> str:
 
 
 def load(directory: str | Path) -> Results:
-    path = Path(directory) / DB_FILE
-    if not path.is_file():
-        raise ReportError(f"{directory} holds no results database ({DB_FILE}); run `dgbench run` first")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        suite = dict(db.execute("SELECT key, value FROM suite").fetchall())
-        runs = pd.read_sql("SELECT * FROM runs", db)
-        cells = pd.read_sql("SELECT key, run_id, kind, problem, options, estimator, hyperparameters, seed, "
-                            "status, reason, started, finished FROM cells", db)
-        metrics = pd.read_sql("SELECT cell_key AS key, name, value FROM metrics", db)
-        series = pd.read_sql("SELECT cell_key AS key, step, wall, name, value FROM series", db)
-        catalog = {"problem": {}, "estimator": {}}
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalog'").fetchone():
-            for kind, ident, info in db.execute("SELECT kind, id, info FROM catalog"):
-                catalog[kind][ident] = json.loads(info)
+    try:
+        t = read_tables(Path(directory))
+    except NoResults as err:
+        raise ReportError(str(err)) from None
+    cells = t.cells.drop(columns=["traceback"])
     cells["config"] = [config_label(p, o) for p, o in zip(cells["problem"], cells["options"])]
     columns = ["key", "kind", "config", "problem", "estimator", "seed", "status"]
     return Results(
-        suite=suite, runs=runs, cells=cells,
-        metrics=metrics.merge(cells[columns], on="key"),
-        series=series.merge(cells[columns], on="key"),
-        problems=catalog["problem"], estimators=catalog["estimator"],
+        suite=t.suite, runs=t.runs, cells=cells,
+        metrics=t.metrics.rename(columns={"cell_key": "key"}).merge(cells[columns], on="key"),
+        series=t.series.rename(columns={"cell_key": "key"}).merge(cells[columns], on="key"),
+        problems=t.catalog["problem"], estimators=t.catalog["estimator"],
     )

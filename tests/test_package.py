@@ -93,7 +93,7 @@ def test_cli_parses_and_prints_only():
     source = (ROOT / "harness" / "cli.py").read_text()
     assert "sqlite" not in source and "import torch" not in source and "SELECT" not in source
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
-    assert not any(m and m.startswith(("dgbench.harness.cells", "dgbench.harness.gradstats", "dgbench.harness.store"))
+    assert not any(m and m.startswith(("dgbench.harness.cells", "dgbench.harness.gradstats", "dgbench.store"))
                    for m in imported)
 
 

@@ -1,4 +1,6 @@
-"""The results database: one SQLite file per results directory, written by the driver only.
+"""The results database: one SQLite file per results directory, written by the driver only;
+the one module that holds its schema and its queries (the harness writes through
+:class:`ResultStore`, reports and export read through :func:`read_tables`).
 
 WAL journal mode and one transaction per finished cell: a crash or ``kill -9`` loses at
 most the cells in flight and never leaves a half-written cell.
@@ -23,9 +25,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import pandas as pd
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS suite (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,7 +70,46 @@ class StoreError(RuntimeError):
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
+    # Quoted: '#', '?' and '%' in a directory name must not end up in the URI's syntax.
     return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+
+
+class NoResults(ValueError):
+    """A directory without a results database."""
+
+
+@dataclass
+class ResultTables:
+    """The whole database as pandas frames (read-only)."""
+
+    suite: dict[str, str]
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    metrics: pd.DataFrame  # cell_key, name, value
+    series: pd.DataFrame  # cell_key, step, wall, name, value
+    catalog: dict[str, dict[str, dict]]  # kind -> id -> declarations
+
+
+def read_tables(directory: Path) -> ResultTables:
+    """Every table of ``directory``'s database, read-only (:class:`NoResults` if there is none)."""
+    path = Path(directory) / DB_NAME
+    if not path.is_file():
+        raise NoResults(f"{directory} holds no results database ({DB_NAME}); run `dgbench run` first")
+    db = _read_only(path)
+    try:
+        suite = dict(db.execute("SELECT key, value FROM suite").fetchall())
+        runs = pd.read_sql("SELECT * FROM runs", db)
+        cells = pd.read_sql("SELECT key, run_id, kind, problem, options, estimator, hyperparameters, seed, "
+                            "status, reason, traceback, started, finished FROM cells", db)
+        metrics = pd.read_sql("SELECT cell_key, name, value FROM metrics", db)
+        series = pd.read_sql("SELECT cell_key, step, wall, name, value FROM series", db)
+        catalog: dict[str, dict[str, dict]] = {"problem": {}, "estimator": {}}
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalog'").fetchone():
+            for kind, ident, info in db.execute("SELECT kind, id, info FROM catalog"):
+                catalog[kind][ident] = json.loads(info)
+    finally:
+        db.close()
+    return ResultTables(suite, runs, cells, metrics, series, catalog)
 
 
 def stored_suite(directory: Path) -> dict[str, str]:
