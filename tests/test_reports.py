@@ -135,3 +135,17 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys):
     assert "holds no results database" in capsys.readouterr().err
     with pytest.raises(ReportError):
         build_report(tmp_path, ["pdf"])
+
+
+def test_report_and_export_read_directories_with_uri_characters(run_dir, tmp_path):
+    """'#', '?' and '%' in the path are quoted into the read-only SQLite URI."""
+    from dgbench.harness.export import export
+
+    odd = tmp_path / "we#ird?dir%20x"
+    odd.mkdir()
+    (odd / "results.db").write_bytes((run_dir / "results.db").read_bytes())
+    written = build_report(odd, ["csv"], tmp_path / "report")
+    assert [p.name for p in written] == ["summary.csv"]
+    assert {p.name for p in export(odd, "csv", tmp_path / "export")} == {"runs.csv", "cells.csv", "metrics.csv",
+                                                                         "series.csv"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "report", "we#ird?dir%20x"]  # no stray file
