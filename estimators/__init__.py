@@ -6,8 +6,8 @@ user's estimator from a file or ``module:attr``.
 """
 
 from dgbench.estimators.base import Estimator, Objective, ObjectiveShapeError, score_function
-from dgbench.estimators.nodes import BERNOULLI, CATEGORICAL, Node, get_node
 from dgbench.estimators.registry import ESTIMATORS, get
+from dgbench.nodes import BERNOULLI, CATEGORICAL, Node, get_node
 
 __all__ = [
     "BERNOULLI",

@@ -32,7 +32,7 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
                       problems that expose a k-sample bound, instead of ``E f``
 
 Noise comes only from the ``generator`` passed to ``forward``; see
-:mod:`dgbench.estimators.noise` for the one-uniform-draw convention.
+:mod:`dgbench.noise` for the one-uniform-draw convention.
 
 Learned parts (NVIL's baseline, REBAR's scale and temperature, RELAX's control variate)
 are parameters of the estimator module. In training mode ``forward`` records an
@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from dgbench.estimators.nodes import FAMILIES, Node, get_node
+from dgbench.nodes import FAMILIES, Node, get_node
 
 Objective = Callable[[Tensor], Tensor]
 
@@ -171,7 +171,7 @@ class Estimator(torch.nn.Module):
 
     def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
         """Shape of the one uniform tensor a call draws from its generator (the noise
-        convention, :mod:`dgbench.estimators.noise`): ``(S, *logits.shape)`` by default;
+        convention, :mod:`dgbench.noise`): ``(S, *logits.shape)`` by default;
         estimators with several independent draws per sample put their count first. Tests
         replay a call's noise from it."""
         return (self.samples, *logits_shape)

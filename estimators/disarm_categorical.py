@@ -28,7 +28,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from dgbench.estimators import noise
+from dgbench import noise
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import d_dtheta, expand
 

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator, Objective, builtin
-from dgbench.estimators.nodes import log2_states
 from dgbench.estimators.reference import probs
+from dgbench.nodes import log2_states
 
 DEFAULT_MAX_STATES = 2**16
 DEFAULT_MAX_EVALUATIONS = 2**22

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators import noise
+from dgbench import noise
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import relaxed_jacobian_t, relaxed_sample
 

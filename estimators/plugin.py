@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from dgbench.estimators.base import FAMILY_VALUES, GROUPS, Estimator
-from dgbench.estimators.nodes import FAMILIES, get_node
 from dgbench.estimators.registry import ESTIMATORS, register
+from dgbench.nodes import FAMILIES, get_node
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PROBE_SEED = 20260421

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from dgbench.estimators import noise
+from dgbench import noise
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import conditional, d_dtheta, expand, hard_of, perturbed, probs, soft
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgbench.estimators import noise
+from dgbench import noise
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.networks import control_network
 from dgbench.estimators.rebar import second_moment

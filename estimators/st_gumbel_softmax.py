@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgbench.estimators import noise
+from dgbench import noise
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import relaxed_jacobian_t, relaxed_sample
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgbench.problems import latent
+from dgbench.nodes import get_node
 from dgbench.problems.base import Score, builtin
 from dgbench.problems.data import SPLITS, load_digits_binarized
 from dgbench.problems.minibatch import MinibatchProblem
@@ -120,7 +120,7 @@ class HardAttentionBase(MinibatchProblem):
         return z if self.family == "bernoulli" else z.squeeze(-2)
 
     def cost(self, z: Tensor) -> Tensor:
-        return torch.zeros(z.shape[: z.dim() - latent.event_dims(self.family)], dtype=z.dtype, device=z.device)
+        return torch.zeros(z.shape[: z.dim() - get_node(self.family).event_dims], dtype=z.dtype, device=z.device)
 
     def objective_value(self, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
         """``log p(y | sum_k w_k phi(patch_k)) - cost(z)`` with ``w = choice(z)``."""
@@ -155,7 +155,7 @@ class HardAttentionBase(MinibatchProblem):
         logits = self.attention(x)
         if self.family == "categorical":
             logits = logits.unsqueeze(-2)
-        z = latent.sample(self.family, logits, 1, generator)[0]
+        z = get_node(self.family).sample(logits, 1, generator)[0]
         features = torch.einsum("bk,bkh->bh", self.choice(z), self.patch_encoder(x[..., self.cell_index]))
         correct = self.head(features).argmax(-1) == y
         seen = self.seen(z)

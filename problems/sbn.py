@@ -39,6 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dgbench.nodes import get_node
 from dgbench.objectives import LogWeightWithInnerLogQ
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
@@ -116,18 +117,18 @@ class SBNTwoLayer(LatentVariableModel):
         logits = [self._split(l) for l in logits]
         out = latent.bernoulli_log_likelihood(x.unsqueeze(-2), self.generative[0](hs[0]))
         for l in range(1, self.layers):
-            out = out + latent.log_prob("bernoulli", hs[l - 1], self.generative[l](hs[l]))
-        out = out + latent.log_prob("bernoulli", hs[-1], self.prior_logits)
+            out = out + get_node("bernoulli").log_prob(hs[l - 1], self.generative[l](hs[l]))
+        out = out + get_node("bernoulli").log_prob(hs[-1], self.prior_logits)
         for h, q in zip(hs, logits):
-            out = out - latent.log_prob("bernoulli", h, q)
+            out = out - get_node("bernoulli").log_prob(h, q)
         return out
 
     def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
         logits = [self.recognition[0](x - self.input_mean)]
-        hs = [latent.sample("bernoulli", logits[0], samples, generator)]
+        hs = [get_node("bernoulli").sample(logits[0], samples, generator)]
         for l in range(1, self.layers):
             logits.append(self.recognition[l](hs[-1]))
-            hs.append(latent.sample("bernoulli", logits[-1], 1, generator)[0])
+            hs.append(get_node("bernoulli").sample(logits[-1], 1, generator)[0])
         return self._log_weight(x, hs, logits).squeeze(-1)
 
     # The problem contract -------------------------------------------------------------
@@ -167,8 +168,8 @@ class SBNTwoLayer(LatentVariableModel):
             inner = torch.zeros(h1.shape[:-1], dtype=h1.dtype, device=h1.device)
             for level in range(1, self.layers):
                 q = self.recognition[level](hs[-1])
-                h = latent.sample("bernoulli", q.detach(), 1, generator)[0]
-                inner = inner + latent.log_prob("bernoulli", h, q)
+                h = get_node("bernoulli").sample(q.detach(), 1, generator)[0]
+                inner = inner + get_node("bernoulli").log_prob(h, q)
                 hs.append(h)
                 qs.append(q)
             return LogWeightWithInnerLogQ(self._log_weight(self.x, hs, qs).squeeze(-1), inner)

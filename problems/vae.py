@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from dgbench.nodes import get_node
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import image_splits, prepare
@@ -163,11 +164,11 @@ class DiscreteVAE(LatentVariableModel):
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x | z)``; ``z`` may carry leading sample/replica dims and be relaxed."""
-        return latent.bernoulli_log_likelihood(x, self.decoder(latent.flatten_event(self.family, z)))
+        return latent.bernoulli_log_likelihood(x, self.decoder(get_node(self.family).features(z)))
 
     def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
         logits = self.encode(x)
-        return self._log_weight(latent.sample(self.family, logits, samples, generator), logits, x)
+        return self._log_weight(get_node(self.family).sample(logits, samples, generator), logits, x)
 
     # The problem contract -------------------------------------------------------------
 
@@ -177,19 +178,19 @@ class DiscreteVAE(LatentVariableModel):
             return logits
         # The k joint samples of the k-sample bound side by side: k copies of the units.
         repeats = [1] * logits.dim()
-        repeats[logits.dim() - latent.event_dims(self.family)] = self.bound_samples
+        repeats[logits.dim() - get_node(self.family).event_dims] = self.bound_samples
         return logits.repeat(*repeats)
 
     def _blocks(self, t: Tensor) -> Tensor:
         """``(..., k*D[, K]) -> (..., k, D[, K])``: split the tiled units into the k samples."""
-        axis = t.dim() - latent.event_dims(self.family)
+        axis = t.dim() - get_node(self.family).event_dims
         return t.unflatten(axis, (self.bound_samples, self.latents))
 
     def _log_weight(self, z: Tensor, logits: Tensor, x: Tensor | None = None) -> Tensor:
         """``log p(x, z) - log q(z | x)`` per sample (``q`` from ``logits``, pathwise)."""
         x = self.x if x is None else x
-        return (self.log_likelihood(x, z) + latent.log_prob(self.family, z, self.prior_logits)
-                - latent.log_prob(self.family, z, logits))
+        return (self.log_likelihood(x, z) + get_node(self.family).log_prob(z, self.prior_logits)
+                - get_node(self.family).log_prob(z, logits))
 
     def logit_parameters(self) -> dict[str, nn.Parameter]:
         return {f"encoder.{k}": v for k, v in self.encoder.named_parameters()}
@@ -200,7 +201,7 @@ class DiscreteVAE(LatentVariableModel):
     def analytic(self, logits: Tensor) -> Tensor | None:
         if self.kl != "analytic":
             return None
-        return -latent.kl_divergence(self.family, logits, self.prior_logits)
+        return -get_node(self.family).kl_divergence(logits, self.prior_logits)
 
     def objective(self, estimators: Estimators, logits: Tensor, generator: torch.Generator | None) -> Tensor:
         estimator = self.node_estimators(estimators)["z"]
@@ -218,7 +219,7 @@ class DiscreteVAE(LatentVariableModel):
     def _bound_by_multi_sample_estimator(self, estimator, logits: Tensor, generator) -> Tensor:
         """VIMCO: the estimator draws the k samples itself from one block of the logits."""
         self.check_multi_sample_estimator(estimator)
-        single = self._blocks(logits).select(logits.dim() - latent.event_dims(self.family), 0)
+        single = self._blocks(logits).select(logits.dim() - get_node(self.family).event_dims, 0)
         return self.reduce(estimator(single, lambda z: self._log_weight(z, single), generator=generator))
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dgbench.estimators import ESTIMATORS
-from dgbench.estimators.noise import uniform
+from dgbench.noise import uniform
 from tests.helpers import (
     LOGITS,
     Linear,

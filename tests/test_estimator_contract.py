@@ -12,8 +12,8 @@ import torch
 
 from dgbench.errors import NotApplicable
 from dgbench.estimators import ESTIMATORS, Estimator
-from dgbench.estimators.nodes import FAMILIES
 from dgbench.estimators.plugin import validate_estimator
+from dgbench.nodes import FAMILIES
 from tests.helpers import DTYPE, LOGITS, CoupledQuadratic
 
 PAIRS = [(eid, node) for eid, cls in ESTIMATORS.items() for node in FAMILIES if cls.supports(node)]

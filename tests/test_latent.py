@@ -1,10 +1,11 @@
-"""The models' own distribution helpers (problems do not import estimators)."""
+"""The distribution layer as the models use it (dgbench.nodes), and the likelihood helpers."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from dgbench.nodes import get_node
 from dgbench.problems import latent
 from tests.helpers import DTYPE, LOGITS, z_critical
 
@@ -21,7 +22,7 @@ def test_sample_frequencies_match_probabilities():
     g = torch.Generator().manual_seed(3)
     for family, probs in (("bernoulli", torch.sigmoid(LOGITS["bernoulli"])),
                           ("categorical", torch.softmax(LOGITS["categorical"], -1))):
-        z = latent.sample(family, LOGITS[family], DRAWS, g)
+        z = get_node(family).sample(LOGITS[family], DRAWS, g)
         assert z.shape == (DRAWS, *LOGITS[family].shape)
         assert float(frequency_z_scores(z, probs).max()) < z_critical(1e-3, probs.numel()), family
 
@@ -30,10 +31,10 @@ def test_log_prob_matches_torch_distributions_on_hard_samples():
     g = torch.Generator().manual_seed(4)
     for family, dist in (("bernoulli", torch.distributions.Bernoulli(logits=LOGITS["bernoulli"])),
                          ("categorical", torch.distributions.OneHotCategorical(logits=LOGITS["categorical"]))):
-        z = latent.sample(family, LOGITS[family], 7, g)
+        z = get_node(family).sample(LOGITS[family], 7, g)
         expected = dist.log_prob(z)
         expected = expected.sum(-1)
-        torch.testing.assert_close(latent.log_prob(family, z, LOGITS[family]), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(get_node(family).log_prob(z, LOGITS[family]), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_kl_matches_torch_distributions():
@@ -42,7 +43,7 @@ def test_kl_matches_torch_distributions():
     for family, cls in (("bernoulli", torch.distributions.Bernoulli),
                         ("categorical", torch.distributions.Categorical)):
         q, p = cls(logits=LOGITS[family]), cls(logits=prior[family])
-        torch.testing.assert_close(latent.kl_divergence(family, LOGITS[family], prior[family]),
+        torch.testing.assert_close(get_node(family).kl_divergence(LOGITS[family], prior[family]),
                                    torch.distributions.kl_divergence(q, p).sum(-1), rtol=1e-12, atol=1e-12)
 
 

@@ -181,10 +181,12 @@ def _sbn_log_marginal(problem):
     states = ((torch.arange(2**u).unsqueeze(-1) >> torch.arange(u)) & 1).to(DTYPE)
     h1 = states.reshape(-1, 1, 1, u).expand(-1, 2**u, problem.x.shape[0], u)
     h2 = states.reshape(1, -1, 1, u).expand(2**u, -1, problem.x.shape[0], u)
+    from dgbench.nodes import get_node
     from dgbench.problems import latent
+
     log_joint = (latent.bernoulli_log_likelihood(problem.x, problem.generative[0](h1))
-                 + latent.log_prob("bernoulli", h1, problem.generative[1](h2))
-                 + latent.log_prob("bernoulli", h2, problem.prior_logits))
+                 + get_node("bernoulli").log_prob(h1, problem.generative[1](h2))
+                 + get_node("bernoulli").log_prob(h2, problem.prior_logits))
     return torch.logsumexp(log_joint.flatten(0, 1), 0)
 
 

@@ -1,4 +1,6 @@
-"""The two kinds of discrete stochastic node, and everything that depends on which.
+"""The two kinds of discrete stochastic node, and everything that depends on which: the
+one distribution layer of dgbench, used by estimators (sampling, scores, relaxations) and
+by problems (log-probabilities, KL divergences, evaluation samples) alike.
 
 A node is described by its logits:
 
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgbench.estimators import noise
+from dgbench import noise
 
 FAMILIES = ("bernoulli", "categorical")
 
@@ -48,6 +50,16 @@ class Node:
         return z - self.probs(logits)
 
     def states(self, event_shape: torch.Size, like: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, z: Tensor, logits: Tensor) -> Tensor:
+        """``log q(z)`` summed over the event (also defined, and differentiable, at relaxed z)."""
+        raise NotImplementedError
+
+    def kl_divergence(self, logits: Tensor, prior_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def features(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
     def num_states(self, event_shape: torch.Size) -> int:
@@ -107,6 +119,17 @@ class BernoulliNode(Node):
     def log_prob(self, z: Tensor, logits: Tensor) -> Tensor:
         return self.sum_event(z * logits - F.softplus(logits))
 
+    def kl_divergence(self, logits: Tensor, prior_logits: Tensor) -> Tensor:
+        """``KL(q || p)`` between factorised Bernoulli nodes, summed over the event."""
+        q = torch.sigmoid(logits)
+        log_q1, log_q0 = F.logsigmoid(logits), F.logsigmoid(-logits)
+        log_p1, log_p0 = F.logsigmoid(prior_logits), F.logsigmoid(-prior_logits)
+        return (q * (log_q1 - log_p1) + (1 - q) * (log_q0 - log_p0)).sum(-1)
+
+    def features(self, z: Tensor) -> Tensor:
+        """Samples as feature vectors for a network: ``(..., D)`` as is."""
+        return z
+
     def harden(self, y: Tensor) -> Tensor:
         """The hard sample sharing a relaxed sample's noise: ``1[y > 1/2]``."""
         return (y > 0.5).to(y.dtype)
@@ -163,6 +186,16 @@ class CategoricalNode(Node):
 
     def log_prob(self, z: Tensor, logits: Tensor) -> Tensor:
         return self.sum_event(z * torch.log_softmax(logits, dim=-1))
+
+    def kl_divergence(self, logits: Tensor, prior_logits: Tensor) -> Tensor:
+        """``KL(q || p)`` between factorised categorical nodes, summed over the event."""
+        log_q = torch.log_softmax(logits, -1)
+        log_p = torch.log_softmax(prior_logits, -1)
+        return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
+
+    def features(self, z: Tensor) -> Tensor:
+        """Samples as feature vectors for a network: ``(..., D, K) -> (..., D*K)``."""
+        return z.flatten(-2)
 
     def harden(self, y: Tensor) -> Tensor:
         """The hard sample sharing a relaxed sample's noise: ``one_hot(argmax y)``."""
