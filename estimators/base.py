@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from dgbench.nodes import FAMILIES, Node, get_node
+from dgbench.registration import Builtins
 
 Objective = Callable[[Tensor], Tensor]
 
@@ -211,23 +212,9 @@ class Estimator(torch.nn.Module):
         return value + (s - s.detach())
 
 
-_BUILTINS: dict[str, type[Estimator]] = {}
-
-
-def builtin(cls: type[Estimator]) -> type[Estimator]:
-    """Class decorator: a built-in estimator. The one line that registers it; the registry
-    imports every module of this package and collects the classes so marked."""
-    if not cls.id:
-        raise ValueError(f"{cls.__name__} has no id")
-    if cls.id in _BUILTINS and _BUILTINS[cls.id] is not cls:
-        raise ValueError(f"estimator id {cls.id!r} is declared twice ({_BUILTINS[cls.id].__name__}, {cls.__name__})")
-    _BUILTINS[cls.id] = cls
-    return cls
-
-
-def builtins() -> dict[str, type[Estimator]]:
-    """The classes marked :func:`builtin` so far, by id."""
-    return dict(_BUILTINS)
+_BUILTINS: Builtins[type[Estimator]] = Builtins("estimator")
+builtin = _BUILTINS.mark  # the class decorator of a built-in estimator; the registry collects them
+builtins = _BUILTINS.classes
 
 
 def score_function(node: Node, logits: Tensor, z: Tensor, signal: Tensor) -> Tensor:

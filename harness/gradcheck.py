@@ -4,7 +4,7 @@ neither exists, a many-sample unbiased reference with its standard error."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from dgbench.errors import NotApplicable, UsageError
 from dgbench.estimators.plugin import PluginError, resolve_estimator
 from dgbench.harness.cells import make_problem, node_estimators, reference_gradient
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
-from dgbench.harness.gradstats import gradient_statistics
+from dgbench.harness.gradstats import GradientStatistics, gradient_statistics
 from dgbench.harness.options import OptionError, coerce
 from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import incompatibility
@@ -24,39 +24,21 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
-class GradcheckResult:
-    """What ``dgbench gradcheck --json`` prints, as attributes."""
+class GradcheckResult(GradientStatistics):
+    """What ``dgbench gradcheck --json`` prints, as attributes: the gradient statistics
+    (:class:`~dgbench.harness.gradstats.GradientStatistics`) and what they were measured on."""
 
-    problem: str
-    estimator: str
-    replicas: int
-    seed: int
-    options: dict[str, Any]
-    hyperparameters: dict[str, Any]
-    device: str
-    dtype: str
-    exact_source: str  # "closed-form", "enumeration" or "sampled"
-    reference_standard_error: float
-    exact_gradient: list[float]
-    mean_gradient: list[float]
-    standard_error: list[float]
-    bias: list[float]
-    bias_norm: float
-    bias_z_max: float
-    variance_mean: float
-    variance_total: float
-    mse: float
-    cosine: float
-    cosine_single_mean: float
-    snr_mean: float
-    evals_per_estimate: int
-    seconds_per_estimate: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(out.pop("extra"))
-        return out
+    problem: str = ""
+    estimator: str = ""
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float64"
+    exact_source: str = ""  # "closed-form", "enumeration" or "sampled"
+    reference_standard_error: float = 0.0
+    evals_per_estimate: int = 0
+    seconds_per_estimate: float = 0.0
 
 
 def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int = 0,
@@ -113,13 +95,9 @@ def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int 
                                              reference_se)
     except NotApplicable as err:
         raise UsageError(str(err)) from None
-    values = stats.as_dict()
-    known = {f for f in GradcheckResult.__dataclass_fields__}
     return GradcheckResult(
-        problem=problem, estimator=estimator_cls.id, replicas=replicas, seed=seed, options=instance.options(),
+        **stats.as_dict(), problem=problem, estimator=estimator_cls.id, seed=seed, options=instance.options(),
         hyperparameters=next(iter(estimators.values())).hyperparameters(), device=str(torch_device), dtype=dtype,
         exact_source=source, reference_standard_error=float(reference_se.norm()),
         evals_per_estimate=instance.evals_per_estimate(estimators), seconds_per_estimate=seconds,
-        **{k: v for k, v in values.items() if k in known and k != "replicas"},
-        extra={k: v for k, v in values.items() if k not in known},
     )

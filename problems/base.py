@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from dgbench.errors import NotApplicable
+from dgbench.registration import Builtins
 
 Estimate = Callable[..., Tensor]
 Estimators = Mapping[str, Estimate] | torch.nn.ModuleDict | Estimate
@@ -225,21 +226,6 @@ class Problem(torch.nn.Module):
         return {name: getattr(self, name) for name in self.default_options()}
 
 
-_BUILTINS: dict[str, type[Problem]] = {}
-
-
-def builtin(cls: type[Problem]) -> type[Problem]:
-    """Class decorator: a built-in problem. The one line that registers it; the registry
-    imports every module of this package and collects the classes so marked (in module
-    and definition order)."""
-    if not cls.id:
-        raise ValueError(f"{cls.__name__} has no id")
-    if cls.id in _BUILTINS and _BUILTINS[cls.id] is not cls:
-        raise ValueError(f"problem id {cls.id!r} is declared twice ({_BUILTINS[cls.id].__name__}, {cls.__name__})")
-    _BUILTINS[cls.id] = cls
-    return cls
-
-
-def builtins() -> dict[str, type[Problem]]:
-    """The classes marked :func:`builtin` so far, by id."""
-    return dict(_BUILTINS)
+_BUILTINS: Builtins[type[Problem]] = Builtins("problem")
+builtin = _BUILTINS.mark  # the class decorator of a built-in problem; the registry collects them
+builtins = _BUILTINS.classes
