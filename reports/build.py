@@ -29,7 +29,7 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
     ranking = overall(board_map)
     tables = config_tables(results, long, board_map)
     title = f"dgbench report: suite {results.suite.get('name', '?')} ({Path(directory).name})"
-    written = write_tables(numeric_table(results, long, board_map), summary_markdown(title, board_map, ranking, tables),
+    written = write_tables(numeric_table(results, long, board_map), summary_markdown(title, board_map, ranking, tables, bool(results.estimators)),
                            out, formats, tables)
     comparison: Comparison | None = None
     record_path = Path(directory) / "compare.json"

@@ -88,6 +88,9 @@ window.addEventListener('load', function () {
 """
 
 TOP = 3  # leaderboard cells name this many and summarise the rest
+NO_CATALOG = ("This results database predates recorded declarations (its catalog table is empty): references "
+              "are ranked like estimators and declared-biased ones are not kept off the variance boards. Run the "
+              "same `dgbench run` command again to record them (finished cells are not recomputed).")
 
 
 def method_text(seeds: int) -> str:
@@ -249,6 +252,8 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>", f"<p class='meta'>{meta}</p>",
     ]
+    if not results.estimators:
+        parts.append(f"<p class='biased'>{html.escape(NO_CATALOG)}</p>")
     if comparison is not None:
         parts.append(comparison)
     parts += ["<h2 id='leaderboard'>Leaderboard</h2>", leaderboard_html(board_map),
@@ -286,7 +291,7 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
 
 
 def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFrame,
-                     tables: dict[str, pd.DataFrame]) -> str:
+                     tables: dict[str, pd.DataFrame], catalog: bool = True) -> str:
     """summary.md: the leaderboard, the overall ranking and the detailed tables as Markdown."""
     seeds = max((b.seeds for b in board_map.values()), default=0)
 
@@ -305,7 +310,8 @@ def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFr
              "lowest variance × time": names(b.by_work)} for config, b in board_map.items()]
     plain = method_text(seeds).replace("<b>", "**").replace("</b>", "**").replace("<i>", "*").replace("</i>", "*")
     plain = plain.replace("<code>", "`").replace("</code>", "`")
-    parts = [f"# {title}", "", "## Leaderboard", "", markdown_table(pd.DataFrame(rows)), "", plain, ""]
+    parts = [f"# {title}", ""] + ([] if catalog else [f"**Note:** {NO_CATALOG}", ""])
+    parts += ["## Leaderboard", "", markdown_table(pd.DataFrame(rows)), "", plain, ""]
     if not overall.empty:
         parts += ["## Overall: mean rank by true score", "", markdown_table(overall), ""]
     parts += ["## Details", ""]

@@ -149,3 +149,16 @@ def test_report_and_export_read_directories_with_uri_characters(run_dir, tmp_pat
     assert {p.name for p in export(odd, "csv", tmp_path / "export")} == {"runs.csv", "cells.csv", "metrics.csv",
                                                                          "series.csv"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "report", "we#ird?dir%20x"]  # no stray file
+
+
+def test_a_database_without_declarations_says_so(run_dir, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.db").write_bytes((run_dir / "results.db").read_bytes())
+    with sqlite3.connect(old / "results.db") as db:
+        db.execute("DROP TABLE catalog")
+    build_report(old, ["html", "md"], tmp_path / "report")
+    assert "predates recorded declarations" in (tmp_path / "report" / "index.html").read_text()
+    assert "predates recorded declarations" in (tmp_path / "report" / "summary.md").read_text()
+    build_report(run_dir, ["md"], tmp_path / "current")
+    assert "predates" not in (tmp_path / "current" / "summary.md").read_text()
