@@ -22,7 +22,9 @@ Schema (see README, "Results database"):
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -137,9 +139,37 @@ def stored_last_provenance(directory: Path) -> dict[str, Any]:
     return json.loads(row[0]) if row else {}
 
 
+LOCK_NAME = ".dgbench.lock"
+
+
+class DirectoryLocked(StoreError):
+    """Another process holds the results directory."""
+
+
+def _lock(directory: Path) -> int:
+    """An exclusive advisory lock on ``directory`` for this process, holding its PID.
+
+    The kernel releases it when the holder exits, however it exits, so a lock left by a
+    dead run is simply taken over."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DirectoryLocked(f"another dgbench run (PID {holder}) is writing {directory}; wait for it to finish, "
+                              "or use another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class ResultStore:
+    """The writer of one results directory: one run at a time (an exclusive lock)."""
+
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(directory)
         self.path = directory / DB_NAME
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -148,6 +178,9 @@ class ResultStore:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
 
     def suite_info(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM suite"))

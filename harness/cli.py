@@ -131,7 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         cls = resolve_estimator(args.estimator)
-        resolve_device(args.device)
+        device = str(resolve_device(args.device))  # "auto" becomes the device it chose
     except (PluginError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
     if args.workers < 1:
@@ -140,7 +140,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _use_data_dir(args.data_dir)
     try:
         record = compare(args.estimator, args.suite, out, Path(args.reference) if args.reference else None,
-                         workers=args.workers, device=args.device, progress=not args.quiet)
+                         workers=args.workers, device=device, progress=not args.quiet)
     except (SuiteError, DataUnavailable, ValueError) as err:
         raise UsageError(str(err)) from None
     written = build_report(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def provenance(device: str, workers: int, threads: int) -> dict[str, Any]:
         "cpu": cpu_model(),
         "workers": workers,
         "threads_per_worker": threads,
+        "cpu_count": os.cpu_count(),
+        # More worker processes than cores: cells compete for cores, so timings are inflated.
+        "oversubscribed": workers > (os.cpu_count() or 1),
         "device": device,
     }
     if device.startswith("cuda"):

@@ -7,6 +7,7 @@ directory, binds the suite and says what changed since the last run there.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,10 @@ def open_results(out: Path, suite: Suite) -> tuple[ResultStore, list[str]]:
     if previous and previous.get("digest") != suite.digest:
         notes.append(f"suite {suite.name!r} changed since {out} was written; cells whose definition changed "
                      "are computed anew")
-    store = ResultStore(out)
+    try:
+        store = ResultStore(out)
+    except StoreError as err:  # another run holds the directory
+        raise UsageError(str(err)) from None
     try:
         store.bind_suite(suite.name, suite.digest, suite.source)
     except StoreError as err:
@@ -80,7 +84,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         definition = load_suite(suite)
         cells = expand(definition, problems, estimators, seeds)
         if not (backend == "dask" and scheduler):  # remote workers check their own devices
-            resolve_device(device)
+            device = str(resolve_device(device))  # "auto" becomes the device it chose
     except (SuiteError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
     if scheduler and backend != "dask":
@@ -91,6 +95,10 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if backend == "dask" and importlib.util.find_spec("distributed") is None:
         raise UsageError("--backend dask needs Dask distributed: pip install -e '.[dask]'")
+    cores = os.cpu_count() or 1
+    if backend == "local" and workers > cores:
+        print(f"dgbench: warning: --workers {workers} exceeds the {cores} cores of this machine: cells will compete "
+              "for cores and their timings are inflated (the run's provenance records it)", file=sys.stderr)
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
     store, notes = open_results(out, definition)

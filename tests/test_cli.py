@@ -158,3 +158,23 @@ def test_gradcheck_is_reproducible_across_processes_on_a_randomly_initialised_mo
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-1000:]
     first, second = (json_module.loads(r.stdout) for r in runs)
     assert first["exact_gradient"] == second["exact_gradient"] and first["variance_mean"] == second["variance_mean"]
+
+
+def test_device_auto_resolves_before_cells_run_and_oversubscription_is_recorded(tmp_path, capsys):
+    """`--device auto` used to pass validation and then fail every runnable cell; a worker
+    count above the core count used to be accepted silently."""
+    import json as json_module
+    import os
+    import sqlite3
+
+    out = tmp_path / "run"
+    workers = (os.cpu_count() or 1) + 1
+    code = main(["run", "--suite", "smoke", "--estimators", "reinforce", "--device", "auto", "--workers",
+                 str(workers), "--out", str(out), "--quiet"])
+    assert code == 0
+    assert f"--workers {workers} exceeds" in capsys.readouterr().err
+    with sqlite3.connect(out / "results.db") as db:
+        statuses = {s for (s,) in db.execute("SELECT status FROM cells")}
+        provenance = json_module.loads(db.execute("SELECT provenance FROM runs").fetchone()[0])
+    assert statuses == {"done"}
+    assert provenance["device"] in ("cpu", "cuda") and provenance["oversubscribed"] is True

@@ -243,3 +243,26 @@ def test_sampled_reference_where_no_exact_gradient_exists(monkeypatch):
     assert 0 < metrics["reference_standard_error"] < 0.05
     # DisARM is unbiased: its bias against the reference is within a few reference SEs.
     assert metrics["bias_norm"] < 5 * metrics["reference_standard_error"] + 0.02
+
+
+@pytest.mark.slow
+def test_one_run_per_directory_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+    """A second run into a directory being written exits 2 naming the holder's PID (two
+    concurrent runs used to compute every cell twice, last writer winning); after the
+    holder is killed, the next run takes the lock over and finishes."""
+    out = tmp_path / "res"
+    suite = tiny(tmp_path, TINY.replace("steps = 20", "steps = 400").replace("seeds = 2", "seeds = 3"))
+    cmd = [sys.executable, "-m", "dgbench.harness.cli", "run", "--suite", suite, "--out", str(out), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / ".dgbench.lock").exists() and (out / ".dgbench.lock").read_text()):
+            time.sleep(0.1)
+        assert main(["run", "--suite", suite, "--out", str(out), "--workers", "1", "--quiet"]) == 2
+        assert f"another dgbench run (PID {proc.pid}) is writing" in capsys.readouterr().err
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert main(["run", "--suite", suite, "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    keys = [k for (k,) in db_rows(out, "SELECT key FROM cells")]
+    assert len(keys) == len(set(keys)) == len(expand(load_suite(suite)))
