@@ -100,6 +100,10 @@ def read_tables(directory: Path) -> ResultTables:
     db = _read_only(path)
     try:
         suite = dict(db.execute("SELECT key, value FROM suite").fetchall())
+    except sqlite3.Error as err:
+        db.close()
+        raise NoResults(f"{path} is not a readable dgbench results database ({err})") from None
+    try:
         runs = pd.read_sql("SELECT * FROM runs", db)
         cells = pd.read_sql("SELECT key, run_id, kind, problem, options, estimator, hyperparameters, seed, "
                             "status, reason, traceback, started, finished FROM cells", db)
@@ -122,6 +126,9 @@ def stored_suite(directory: Path) -> dict[str, str]:
     db = _read_only(path)
     try:
         return dict(db.execute("SELECT key, value FROM suite"))
+    except sqlite3.Error as err:
+        raise StoreError(f"{path} is not a usable dgbench results database ({err}); move it away or "
+                         "use another --out") from None
     finally:
         db.close()
 
@@ -134,6 +141,8 @@ def stored_last_provenance(directory: Path) -> dict[str, Any]:
     db = _read_only(path)
     try:
         row = db.execute("SELECT provenance FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return {}
     finally:
         db.close()
     return json.loads(row[0]) if row else {}
@@ -171,10 +180,18 @@ class ResultStore:
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(directory)
         self.path = directory / DB_NAME
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            os.close(self._lock)
+            raise StoreError(f"{self.path} is not a usable dgbench results database ({err}); move it away or "
+                             "use another --out") from None
 
     def close(self) -> None:
         self.db.close()
@@ -241,8 +258,11 @@ class ResultStore:
                 [(cell.key, step, wall, name, _real(value)) for step, wall, name, value in series],
             )
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as err:
+            if self.db.in_transaction:  # SQLite may have rolled back itself (disk full): keep the real error
+                self.db.execute("ROLLBACK")
+            if isinstance(err, sqlite3.Error):
+                raise StoreError(f"could not write {self.path}: {err}") from err
             raise
 
     def counts(self) -> dict[str, int]:

@@ -22,13 +22,16 @@ from dgbench.estimators.registry import register
 from dgbench.harness.execution import execute
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.suites import expand, load_suite
-from dgbench.store import DB_NAME, stored_last_provenance, stored_suite
+from dgbench.store import DB_NAME, StoreError, stored_last_provenance, stored_suite
 
 
 def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, str]:
     if not (reference / DB_NAME).is_file():
         return False, f"no reference results in {reference}: every cell computed"
-    suite = stored_suite(reference)
+    try:
+        suite = stored_suite(reference)
+    except StoreError as err:
+        return False, f"{err}: every cell computed"
     if suite.get("name") != name or suite.get("digest") != digest:
         return False, f"{reference} holds another suite definition: every cell computed"
     version = stored_last_provenance(reference).get("dgbench_version")
@@ -57,8 +60,12 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
             shutil.copyfile(reference / DB_NAME, out / DB_NAME)
     store, _ = open_results(out, suite)
     before = store.finished_keys() & {c.key for c in cells}
-    counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,))
-    store.close()
+    try:
+        counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,))
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    finally:
+        store.close()
     record = {
         "estimator": cls.id, "spec": spec, "unbiased": cls.unbiased, "suite": suite.name, "reference": str(reference),
         "reused": reused, "reuse_note": why, "cells_reused": len(before),

@@ -49,7 +49,10 @@ def open_results(out: Path, suite: Suite) -> tuple[ResultStore, list[str]]:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     notes = []
-    previous = stored_suite(out)
+    try:
+        previous = stored_suite(out)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
     if previous and previous.get("name") != suite.name:
         raise UsageError(f"{out} holds results of suite {previous.get('name')!r}, not {suite.name!r}; use another --out")
     if previous and previous.get("digest") != suite.digest:
@@ -111,7 +114,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         counts = execute(cells, store, workers=workers, device=device, progress=progress, backend=backend,
                          scheduler=scheduler, retries=retries)
         totals = store.counts()
-    except DaskUnavailable as err:
+    except (DaskUnavailable, StoreError) as err:  # storage errors too: one line, exit status 2
         raise UsageError(str(err)) from None
     finally:
         store.close()

@@ -266,3 +266,36 @@ def test_one_run_per_directory_and_a_dead_holders_lock_is_taken_over(tmp_path, c
     assert main(["run", "--suite", suite, "--out", str(out), "--workers", "1", "--quiet"]) == 0
     keys = [k for (k,) in db_rows(out, "SELECT key FROM cells")]
     assert len(keys) == len(set(keys)) == len(expand(load_suite(suite)))
+
+
+def test_a_corrupt_or_foreign_database_is_one_line_exit_2_for_run_report_and_export(tmp_path, capsys):
+    for name, content in (("garbage", b"this is not sqlite" * 100), ("truncated", None)):
+        out = tmp_path / name
+        if content is None:  # a real database cut in half
+            assert main(["run", "--suite", str(tiny(tmp_path)), "--out", str(out), "--workers", "1", "--quiet"]) == 0
+            data = (out / "results.db").read_bytes()
+            for extra in ("results.db-wal", "results.db-shm"):
+                (out / extra).unlink(missing_ok=True)
+            (out / "results.db").write_bytes(data[: len(data) // 2])
+        else:
+            out.mkdir()
+            (out / "results.db").write_bytes(content)
+        capsys.readouterr()
+        assert main(["run", "--suite", str(tiny(tmp_path)), "--out", str(out), "--workers", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "not a usable dgbench results database" in err and err.count("\n") == 1, (name, err)
+        for command in (["report", str(out)], ["export", str(out)]):
+            assert main(command) == 2, (name, command)
+            assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_non_finite_gradient_statistics_make_the_cell_diverged_with_a_reason(monkeypatch):
+    from dgbench.harness import cells as cells_module
+
+    def nan_statistics(*args, **kwargs):
+        return {name: float("nan") for name in cells_module.SCALAR_STATS} | {"seconds_per_estimate": 0.0}
+
+    monkeypatch.setattr(cells_module, "_statistics", nan_statistics)
+    cell = next(c for c in expand(load_suite("smoke")) if c.kind == "gradstats" and not c.skip_reason)
+    result = cells_module.run_cell(cell)
+    assert result["status"] == "diverged" and "non-finite gradient statistics" in result["reason"]
