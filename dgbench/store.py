@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS series (
     name TEXT NOT NULL, value REAL
 );
 CREATE INDEX IF NOT EXISTS series_cell ON series(cell_key);
+CREATE TABLE IF NOT EXISTS suite_cells (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS catalog (
     kind TEXT NOT NULL CHECK (kind IN ('problem', 'estimator')), id TEXT NOT NULL, info TEXT NOT NULL,
     PRIMARY KEY (kind, id)
@@ -109,6 +110,13 @@ def read_tables(directory: Path) -> ResultTables:
                             "status, reason, traceback, started, finished FROM cells", db)
         metrics = pd.read_sql("SELECT cell_key, name, value FROM metrics", db)
         series = pd.read_sql("SELECT cell_key, step, wall, name, value FROM series", db)
+        current = set()
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'suite_cells'").fetchone():
+            current = {k for (k,) in db.execute("SELECT key FROM suite_cells")}
+        if current:  # cells of an earlier definition of the suite are left out
+            cells = cells[cells["key"].isin(current)].reset_index(drop=True)
+            metrics = metrics[metrics["cell_key"].isin(current)].reset_index(drop=True)
+            series = series[series["cell_key"].isin(current)].reset_index(drop=True)
         catalog: dict[str, dict[str, dict]] = {"problem": {}, "estimator": {}}
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalog'").fetchone():
             for kind, ident, info in db.execute("SELECT kind, id, info FROM catalog"):
@@ -202,15 +210,27 @@ class ResultStore:
     def suite_info(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM suite"))
 
-    def bind_suite(self, name: str, digest: str, source: str) -> None:
-        """Record the suite on first use; refuse a directory holding a different suite."""
+    def bind_suite(self, name: str, digest: str, source: str, *, update: bool = False) -> None:
+        """Record the suite on first use; refuse a directory holding a different suite.
+
+        ``update``: record a changed definition of the same suite; the cells of the old
+        definition stay in the database but no longer count as the suite's (reports leave
+        them out)."""
         info = self.suite_info()
         if info and info.get("name") != name:
             raise StoreError(f"{self.path.parent} holds results of suite {info.get('name')!r}, not {name!r}; use another --out")
-        if not info:
+        if not info or (update and info.get("digest") != digest):
             with self.db:
                 self.db.execute("BEGIN")
+                self.db.execute("DELETE FROM suite")
+                self.db.execute("DELETE FROM suite_cells")
                 self.db.executemany("INSERT INTO suite VALUES (?, ?)", [("name", name), ("digest", digest), ("source", source)])
+
+    def add_suite_cells(self, keys: Iterable[str]) -> None:
+        """Record cell keys as belonging to the current suite definition."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO suite_cells VALUES (?)", [(k,) for k in keys])
 
     def start_run(self, started: float, provenance: dict[str, Any]) -> int:
         cur = self.db.execute("INSERT INTO runs (started, provenance) VALUES (?, ?)", (started, json.dumps(provenance)))

@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _use_data_dir(args.data_dir)
     summary = run(args.suite, args.out, problems=_ids(args.problems), estimators=_ids(args.estimators),
                   seeds=args.seeds, workers=args.workers, device=args.device, backend=args.backend,
-                  scheduler=args.scheduler, retries=args.retries, progress=not args.quiet)
+                  scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
+                  update_suite=args.update_suite)
     print(summary_line(summary))
     return 1 if summary.failed else 0
 
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local worker processes (default) or Dask distributed")
     p_run.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="with --backend dask: an existing scheduler (default: start a LocalCluster of --workers)")
+    p_run.add_argument("--update-suite", action="store_true",
+                       help="record a changed suite definition in an existing --out (reports then leave the old cells out)")
     p_run.add_argument("--retries", type=int, default=2,
                        help="with --backend dask: resubmissions of a cell whose worker died (default 2), then failed")
     p_run.add_argument("--out", help="results directory (default results/SUITE)")

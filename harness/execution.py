@@ -71,6 +71,7 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
 
         store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
                             {c.estimator: ESTIMATORS[c.estimator].capabilities() for c in cells})
+        store.add_suite_cells(c.key for c in cells)
         run_id = store.start_run(time.time(), info)
         counts = run_cells(cells, store, run_id, runner, device=device, progress=progress)
         store.finish_run(run_id, time.time())

@@ -6,6 +6,7 @@ directory, binds the suite and says what changed since the last run there.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -44,8 +45,19 @@ def check_data(cells: list[Cell]) -> None:
         raise UsageError(str(err)) from None
 
 
-def open_results(out: Path, suite: Suite) -> tuple[ResultStore, list[str]]:
-    """The store of ``out`` bound to ``suite``, and notes on what changed since its last run."""
+def _changes(old: str, new: str) -> str:
+    """The first changed lines of a suite definition, for a one-line message."""
+    lines = [line for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    shown = "; ".join(line.strip() for line in lines[:4])
+    return shown + ("; ..." if len(lines) > 4 else "")
+
+
+def open_results(out: Path, suite: Suite, update_suite: bool = False) -> tuple[ResultStore, list[str]]:
+    """The store of ``out`` bound to ``suite``, and notes on what changed since its last run.
+
+    A changed definition of the suite is refused unless ``update_suite``: then it is
+    recorded, and the old definition's cells are left out of reports."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     notes = []
@@ -56,14 +68,18 @@ def open_results(out: Path, suite: Suite) -> tuple[ResultStore, list[str]]:
     if previous and previous.get("name") != suite.name:
         raise UsageError(f"{out} holds results of suite {previous.get('name')!r}, not {suite.name!r}; use another --out")
     if previous and previous.get("digest") != suite.digest:
-        notes.append(f"suite {suite.name!r} changed since {out} was written; cells whose definition changed "
-                     "are computed anew")
+        if not update_suite:
+            raise UsageError(f"suite {suite.name!r} changed since {out} was written ({_changes(previous.get('source', ''), suite.source)}); "
+                             "rerun with --update-suite to record the new definition (reports then leave the old "
+                             "cells out), or use another --out")
+        notes.append(f"suite {suite.name!r} changed since {out} was written: the new definition is recorded and "
+                     "reports leave the old definition's cells out")
     try:
         store = ResultStore(out)
     except StoreError as err:  # another run holds the directory
         raise UsageError(str(err)) from None
     try:
-        store.bind_suite(suite.name, suite.digest, suite.source)
+        store.bind_suite(suite.name, suite.digest, suite.source, update=update_suite)
     except StoreError as err:
         store.close()
         raise UsageError(str(err)) from None
@@ -77,7 +93,8 @@ def open_results(out: Path, suite: Suite) -> tuple[ResultStore, list[str]]:
 
 def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None = None,
         estimators: list[str] | None = None, seeds: int | None = None, workers: int = 1, device: str = "cpu",
-        backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False) -> RunSummary:
+        backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False,
+        update_suite: bool = False) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
     Cells already finished there are kept (failed ones are retried). Raises
@@ -104,7 +121,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
               "for cores and their timings are inflated (the run's provenance records it)", file=sys.stderr)
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
-    store, notes = open_results(out, definition)
+    store, notes = open_results(out, definition, update_suite)
     for note in notes:
         print(f"dgbench: note: {note}", file=sys.stderr)
     already = len(store.finished_keys() & {c.key for c in cells})

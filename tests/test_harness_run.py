@@ -299,3 +299,28 @@ def test_non_finite_gradient_statistics_make_the_cell_diverged_with_a_reason(mon
     cell = next(c for c in expand(load_suite("smoke")) if c.kind == "gradstats" and not c.skip_reason)
     result = cells_module.run_cell(cell)
     assert result["status"] == "diverged" and "non-finite gradient statistics" in result["reason"]
+
+
+def test_a_changed_suite_is_refused_unless_updated_and_reports_show_only_its_cells(tmp_path, capsys):
+    """Changing `steps` and rerunning into the same directory used to merge old and new
+    training cells silently (seeds=2, done=3 for a 1-seed suite)."""
+    from dgbench.reports.results import load
+
+    out = tmp_path / "res"
+    first = tiny(tmp_path, TINY)
+    assert main(["run", "--suite", first, "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    changed = tmp_path / "changed" / Path(first).name
+    changed.parent.mkdir()
+    changed.write_text(Path(first).read_text().replace("steps = 20", "steps = 25"))
+    capsys.readouterr()
+    assert main(["run", "--suite", str(changed), "--out", str(out), "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "changed since" in err and "-steps = 20; +steps = 25" in err and "--update-suite" in err
+    assert err.count("\n") == 1
+    assert main(["run", "--suite", str(changed), "--out", str(out), "--workers", "1", "--quiet", "--update-suite"]) == 0
+    current = {c.key for c in expand(load_suite(str(changed)))}
+    results = load(out)
+    assert set(results.cells["key"]) == current
+    assert len(db_rows(out, "SELECT key FROM cells")) > len(current)  # the old cells are kept, not shown
+    stored = dict(db_rows(out, "SELECT key, value FROM suite"))
+    assert "steps = 25" in stored["source"]
