@@ -162,3 +162,18 @@ def test_a_database_without_declarations_says_so(run_dir, tmp_path):
     assert "predates recorded declarations" in (tmp_path / "report" / "summary.md").read_text()
     build_report(run_dir, ["md"], tmp_path / "current")
     assert "predates" not in (tmp_path / "current" / "summary.md").read_text()
+
+
+def test_reports_handle_diverged_gradient_statistics_and_missing_z_scores(run_dir, tmp_path):
+    """A run whose gradient statistics diverged, or lack bias z-scores, used to crash the
+    report with KeyError: 'bias_z_max'."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "results.db").write_bytes((run_dir / "results.db").read_bytes())
+    with sqlite3.connect(odd / "results.db") as db:
+        db.execute("DELETE FROM metrics WHERE name = 'bias_z_max'")
+        db.execute("UPDATE cells SET status = 'diverged', reason = 'non-finite gradient statistics (variance_mean)' "
+                   "WHERE kind = 'gradstats' AND estimator = 'rloo'")
+    build_report(odd, ["html", "csv"], tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "non-finite gradient statistics (variance_mean)" in page
