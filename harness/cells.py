@@ -104,7 +104,8 @@ def _gradstats(cell: Cell, device: torch.device) -> dict[str, Any]:
     generator = make_generator(derive_seed("gradstats", cell.problem, cell.options, cell.seed), device)
     metrics = _statistics(problem, estimators, cell.settings["replicas"], generator, device)
     metrics["evals_per_estimate"] = problem.evals_per_estimate(estimators)
-    bad = [name for name in SCALAR_STATS if not math.isfinite(metrics[name])]
+    # SNR is infinite, and the cosine undefined, for legitimately zero variance or gradient.
+    bad = [name for name in ("bias_norm", "variance_mean", "variance_total", "mse") if not math.isfinite(metrics[name])]
     if bad:  # a NaN/Inf in the estimates: recorded as such, never as a finished cell with holes
         return {"status": "diverged", "reason": f"non-finite gradient statistics ({', '.join(bad)}): "
                                                 "the estimates contain NaN or Inf", "metrics": metrics}
