@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dgbench.reports.leaderboard import ZERO_VARIANCE, Board, boards, declared_unbiased, is_reference, per_seed
+from dgbench.reports.leaderboard import ZERO_VARIANCE, Board, declared_unbiased, is_reference, per_seed
 from dgbench.reports.page import table_html
 from dgbench.reports.results import Results, load
 from dgbench.reports.significance import bias_critical_value
@@ -98,7 +98,6 @@ def compare_estimator(results: Results, long: pd.DataFrame, board_map: dict[str,
     claims_unbiased = bool(record.get("unbiased", False))
     kind = "unbiased" if claims_unbiased else "biased"
     check = unbiasedness(results, estimator) if claims_unbiased else {}
-    board_map = board_map or boards(results)
     rows = []
     for config in sorted(results.cells.loc[results.cells["estimator"] == estimator, "config"].unique()):
         board = board_map.get(config)

@@ -294,13 +294,11 @@ def rank_heatmap(board_map: dict[str, Board], overall: pd.DataFrame, out: Path) 
 
 
 def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board], out: Path,
-                overall: pd.DataFrame | None = None) -> dict[str, list[Path]]:
-    """Write every figure into ``out``; ``{title: [png, svg]}`` for those with data."""
-    from dgbench.reports.leaderboard import overall as overall_ranking
-
+                ranking: pd.DataFrame) -> dict[str, list[Path]]:
+    """Write every figure into ``out``; ``{title: [png, svg]}`` for those with data. ``long``,
+    ``board_map`` and ``ranking`` are computed once by the caller."""
     out.mkdir(parents=True, exist_ok=True)
     style = Style(results)
-    ranking = overall if overall is not None else overall_ranking(board_map)
     figures = {
         "True score at evaluation checkpoints vs training step": score_curves(results, board_map, style, out, "step"),
         "True score vs training wall-clock": score_curves(results, board_map, style, out, "wall"),

@@ -50,7 +50,6 @@ HEADERS = {
     "ms per step": "ms per step",
     "f evals per step": "f evals per step",
 }
-METRIC_COLUMNS = {metric: column for column, metric, *_ in QUANTITIES}
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -162,6 +161,12 @@ def config_tables(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
         estimators = [e for e in finished.index if finished.loc[e, "done"] + finished.loc[e, "diverged"] > 0]
         if not estimators:
             continue
+        # Every declared score, whatever its metric (not only the quantities of summary.csv).
+        specs = score_specs(results, results.cells.loc[results.cells["config"] == config, "problem"].iloc[0])
+        done = results.metrics[(results.metrics["config"] == config) & (results.metrics["kind"] == "train")
+                               & (results.metrics["status"] == "done")]
+        score_values = {(spec.column, e): mean_interval(g["value"].to_numpy(float))
+                        for spec in specs for e, g in done[done["name"] == spec.column].groupby("estimator")}
         rows = []
         for estimator in estimators:
             mine = sub[sub["estimator"] == estimator].set_index("quantity")
@@ -173,10 +178,9 @@ def config_tables(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
                 standing = board.by_score.get(estimator)
                 if standing:
                     row["rank"] = str(standing.rank)
-                for spec_metric in _score_metrics(results, config, board):
-                    column = METRIC_COLUMNS.get(f"final_{spec_metric[0]}")
-                    label = spec_metric[1] + (" ↑" if spec_metric[2] else " ↓")
-                    row[label] = _cell(mine, column)
+                for spec in specs:
+                    label = spec.label + (" ↑" if spec.higher_is_better else " ↓")
+                    row[label] = format_cell(*score_values.get((spec.column, estimator), (math.nan,) * 3))
                 if standing:
                     row["vs best"] = {"best": "best", "tied": "≈ tied", "worse": "worse",
                                       "untested": "—"}[standing.mark]
@@ -196,11 +200,6 @@ def config_tables(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
         order = table["rank"].map(lambda r: int(r) if r.isdigit() else (0 if r == "reference" else 10**6))
         tables[config] = table.assign(_order=order).sort_values(["_order", "estimator"]).drop(columns="_order")
     return tables
-
-
-def _score_metrics(results: Results, config: str, board: Board) -> list[tuple[str, str, bool]]:
-    problem = results.cells.loc[results.cells["config"] == config, "problem"].iloc[0]
-    return [(s.metric, s.label, s.higher_is_better) for s in score_specs(results, problem)]
 
 
 def _cell(mine: pd.DataFrame, column: str | None) -> str:
