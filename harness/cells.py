@@ -19,6 +19,7 @@ import torch
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.devices import Stopwatch, peak_memory_mb, reset_peak_memory
 from dgbench.harness.enumeration import exact_objective_and_gradient
 from dgbench.harness.gradstats import flatten, gradient_statistics, replicated_gradients
@@ -40,11 +41,12 @@ def node_estimators(problem: Problem, cls: type[Estimator], hyperparameters: dic
 
 def make_problem(problem_id: str, options: dict[str, Any], seed: int, device: torch.device,
                  dtype: torch.dtype | None = None) -> Problem:
-    """``problem_id`` with ``options``, its parameters initialised from a seed that depends
-    on (problem, options, seed index) only, never on the estimator."""
-    torch.manual_seed(derive_seed("init", problem_id, options, seed))
+    """``problem_id`` with ``options``, its parameters (and first minibatch) drawn from a
+    generator seeded by (problem, options, seed index) only, never by the estimator; torch's
+    global RNG is neither used nor touched."""
+    generator = torch.Generator().manual_seed(derive_seed("init", problem_id, options, seed))
     extra = {} if dtype is None else {"dtype": dtype}
-    return PROBLEMS[problem_id](**options, **extra, device=device)
+    return PROBLEMS[problem_id](**options, **extra, device=device, generator=generator)
 
 
 def build(cell: Cell, device: torch.device) -> tuple[Problem, torch.nn.ModuleDict]:
@@ -161,7 +163,7 @@ def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: tor
     return objective, estimator_losses, finite
 
 
-def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
+def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     s = cell.settings
     problem, estimators = build(cell, device)
     materialize(problem, estimators, make_generator(derive_seed("materialize", cell.problem, cell.options, cell.seed), device))
@@ -171,10 +173,23 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
     variance_generator = make_generator(derive_seed("train-variance", cell.problem, cell.options, cell.seed), device)
     # Data order depends on (problem, options, seed) only: every estimator sees the same batches.
     data_generator = make_generator(derive_seed("data", cell.problem, cell.options, cell.seed), torch.device("cpu"))
+    generators = {"noise": generator, "variance": variance_generator, "data": data_generator}
     deterministic = ESTIMATORS[cell.estimator].evals_per_sample is None
     watch, series, status, reason = Stopwatch(device), [], "done", None
-    objective, evaluation = math.nan, {}
-    for step in range(1, s["steps"] + 1):
+    objective, evaluation, first = math.nan, {}, 1
+    saved = checkpoint.load() if checkpoint else None
+    if saved is not None:
+        problem.load_state_dict(saved["problem"])
+        problem.load_batch_state(saved["batch"])
+        estimators.load_state_dict(saved["estimators"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for name, g in generators.items():
+            g.set_state(saved["generators"][name].to(g.get_state().device))
+        series, watch.seconds = saved["series"], saved["seconds"]
+        objective, evaluation, first = saved["objective"], saved["evaluation"], saved["step"] + 1
+        reason = f"resumed from a checkpoint at step {saved['step']}"
+    step = first - 1
+    for step in range(first, s["steps"] + 1):
         with watch.time():
             objective, estimator_losses, finite = train_step(problem, estimators, optimizer, generator, data_generator)
         if step % s["log_every"] == 0 or not finite:
@@ -189,6 +204,13 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
         if step % s["variance_every"] == 0 and not deterministic:
             stats = _statistics(problem, estimators, s["variance_replicas"], variance_generator, device)
             series.extend((step, watch.seconds, f"grad_{k}", stats[k]) for k in ("variance_mean", "bias_norm", "mse"))
+        if checkpoint is not None and step < s["steps"] and checkpoint.due():
+            checkpoint.save({
+                "step": step, "problem": problem.state_dict(), "batch": problem.batch_state(),
+                "estimators": estimators.state_dict(), "optimizer": optimizer.state_dict(),
+                "generators": {name: g.get_state() for name, g in generators.items()},
+                "series": series, "seconds": watch.seconds, "objective": objective, "evaluation": evaluation,
+            })
     metrics = {
         "steps_run": step,
         "final_objective": objective,
@@ -205,15 +227,16 @@ def _train(cell: Cell, device: torch.device) -> dict[str, Any]:
 RUNNERS = {"gradstats": _gradstats, "train": _train}
 
 
-def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
-    """Run one cell; never raises (failures are results)."""
+def run_cell(cell: Cell, device: str = "cpu", checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    """Run one cell; never raises (failures are results). A training cell given a
+    ``checkpoint`` resumes from it if it exists and saves to it as it goes."""
     started = time.time()
     if cell.skip_reason:
         return {"status": "skipped", "reason": cell.skip_reason, "started": started, "finished": started}
     dev = torch.device(device)
     try:
         reset_peak_memory(dev)
-        result = RUNNERS[cell.kind](cell, dev)
+        result = _train(cell, dev, checkpoint) if cell.kind == "train" and checkpoint else RUNNERS[cell.kind](cell, dev)
         peak = peak_memory_mb(dev)
         if peak is not None:
             result["metrics"]["peak_memory_mb"] = peak

@@ -6,10 +6,11 @@ existing scheduler (``--scheduler tcp://HOST:PORT``) or to a ``LocalCluster`` it
 order, exactly as the local backend does: resume and crash safety are the store's.
 
 Determinism: a cell's numbers depend only on the cell (its seeds are derived from the
-cell's definition) and the thread count it runs with. Workers run one cell at a time per
-process (a process-wide lock: ``build`` seeds torch's global generator) with the thread
-count the driver sends, so a Dask run reproduces a local run with the same threads per
-cell.
+cell's definition; problems and estimators draw from explicit generators, never from
+torch's global RNG) and the thread count it runs with, which the driver sends, so a Dask
+run reproduces a local run with the same threads per cell. Cells need no lock: a worker
+started with ``--nthreads N`` runs N cells at once (their timings then compete for its
+cores; the LocalCluster's workers have one thread each).
 
 Speed: workers run cells as fast as local worker processes only without Dask's
 statistical profiler (disabled on the LocalCluster; the driver notes external workers
@@ -34,8 +35,8 @@ from typing import Any
 from dgbench.harness.cells import run_cell
 from dgbench.harness.suites import Cell
 
-# One cell at a time in a worker process, whatever its --nthreads.
-_CELL_LOCK = threading.Lock()
+# Plugin registration and the process-wide settings, once per worker process.
+_SETUP_LOCK = threading.Lock()
 _REGISTERED: set[str] = set()
 
 
@@ -50,15 +51,16 @@ def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str
 
     from dgbench.estimators.plugin import register_plugins
 
-    with _CELL_LOCK:
+    with _SETUP_LOCK:
         _restore_malloc_mmap_threshold()
         if data_dir:
             os.environ["DGBENCH_DATA_DIR"] = data_dir
         new = tuple(p for p in plugins if p not in _REGISTERED)
         register_plugins(new)
         _REGISTERED.update(new)
-        torch.set_num_threads(threads)
-        return run_cell(cell, device)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return run_cell(cell, device)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter

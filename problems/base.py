@@ -23,6 +23,12 @@ Class attributes:
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
 
+Construction: ``Problem(**options, dtype=..., device=..., generator=...)``. Every random
+choice made at construction (initial parameters, the first minibatch) is drawn from
+``generator`` (a CPU ``torch.Generator``; the harness seeds it from the problem, its
+options and the seed index), never from torch's global RNG, so that cells can be built
+concurrently in one process. ``problems.layers.linear`` builds ``nn.Linear`` layers that way.
+
 Methods:
 
 ``node_names()``        names of the stochastic nodes, data side first
@@ -39,6 +45,8 @@ Methods:
 ``logit_parameters()``  the parameters that produce the first node's logits; gradient
                         statistics are taken with respect to these
 ``next_batch(generator)``  draw the next training minibatch (no-op without data)
+``batch_state()`` / ``load_batch_state(state)``  the position in the training data, for
+                        checkpoints of training cells (nothing without data)
 ``prepare_data(options)``  class method: download/verify data before workers start
 ``evaluate()``          evaluation metrics at the current parameters
 ``exact_objective()`` / ``exact_gradient()``  closed forms where the problem has them
@@ -145,6 +153,14 @@ class Problem(torch.nn.Module):
     def next_batch(self, generator: torch.Generator) -> None:
         """Move to the next training minibatch (problems without data: nothing to do)."""
 
+    def batch_state(self) -> dict[str, Any]:
+        """Where the problem stands in its training data, for checkpoints (beyond
+        ``state_dict``); empty without data."""
+        return {}
+
+    def load_batch_state(self, state: dict[str, Any]) -> None:
+        """Return to a position saved by :meth:`batch_state`."""
+
     def evals_per_estimate(self, estimators: Estimators) -> int:
         """f evaluations one objective estimate makes (the first node's count)."""
         (name,) = self.node_names()
@@ -198,7 +214,7 @@ class Problem(torch.nn.Module):
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
-        """Constructor options and their defaults (``dtype`` and ``device`` excluded): a
+        """Constructor options and their defaults (``dtype``, ``device`` and ``generator`` excluded): a
         preset's ``defaults``, or the keyword-only parameters of ``__init__``."""
         if cls.defaults:
             return dict(cls.defaults)
@@ -206,7 +222,7 @@ class Problem(torch.nn.Module):
         return {
             name: p.default
             for name, p in params.items()
-            if name not in ("self", "dtype", "device") and p.kind is p.KEYWORD_ONLY
+            if name not in ("self", "dtype", "device", "generator") and p.kind is p.KEYWORD_ONLY
         }
 
     @classmethod

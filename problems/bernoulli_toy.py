@@ -38,6 +38,7 @@ class BernoulliToy(Problem):
         init: float = 0.0,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
+        generator: torch.Generator | None = None,  # deterministic initialisation: unused
     ) -> None:
         super().__init__()
         if dim < 1:

@@ -53,6 +53,7 @@ class CategoricalToy(Problem):
         init: str | None = None,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
+        generator: torch.Generator | None = None,  # deterministic initialisation: unused
     ) -> None:
         super().__init__()
         if dim < 1:

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from dgbench.nodes import get_node
 from dgbench.problems.base import Score, builtin
 from dgbench.problems.data import SPLITS, load_digits_binarized
+from dgbench.problems.layers import default_generator, linear
 from dgbench.problems.minibatch import MinibatchProblem
 
 CELL = 8
@@ -87,7 +88,7 @@ class HardAttentionBase(MinibatchProblem):
     differentiable = True
 
     def _build(self, *, grid: int, clutter: int, copies: int, hidden: int, batch_size: int, dtype: torch.dtype,
-               device: str | torch.device) -> None:
+               device: str | torch.device, generator: torch.Generator) -> None:
         if grid < 2:
             raise ValueError(f"grid must be >= 2, got {grid}")
         if copies < 1:
@@ -108,12 +109,12 @@ class HardAttentionBase(MinibatchProblem):
             ) + (torch.as_tensor(labels, device=device),)
         index = torch.arange(side * side).reshape(grid, CELL, grid, CELL).permute(0, 2, 1, 3)
         self.register_buffer("cell_index", index.reshape(grid * grid, CELL * CELL))  # (K, 64)
-        self.attention = nn.Sequential(nn.Linear(side * side, hidden), nn.ReLU(), nn.Linear(hidden, grid * grid))
-        self.patch_encoder = nn.Sequential(nn.Linear(CELL * CELL, hidden), nn.ReLU())
-        self.head = nn.Linear(hidden, CLASSES)
+        self.attention = nn.Sequential(linear(side * side, hidden, generator), nn.ReLU(), linear(hidden, grid * grid, generator))
+        self.patch_encoder = nn.Sequential(linear(CELL * CELL, hidden, generator), nn.ReLU())
+        self.head = linear(hidden, CLASSES, generator)
         self.to(device=device, dtype=dtype)
         train_x, _, train_y = self._splits["train"]
-        self._set_training_data(train_x, batch_size, train_y)
+        self._set_training_data(train_x, batch_size, generator, train_y)
 
     def choice(self, z: Tensor) -> Tensor:
         """Per-cell weights ``(..., K)`` of a (possibly relaxed) attention sample."""
@@ -177,12 +178,14 @@ class HardAttention(HardAttentionBase):
     description = "Bernoulli mask over the cells of a cluttered-digit canvas; the classifier sees the kept cells"
 
     def __init__(self, *, grid: int = 3, patch_cost: float = 0.05, clutter: int = 4, copies: int = 4,
-                 hidden: int = 64, batch_size: int = 32, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+                 hidden: int = 64, batch_size: int = 32, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if patch_cost < 0:
             raise ValueError(f"patch_cost must be >= 0, got {patch_cost}")
         self.patch_cost = patch_cost
-        self._build(grid=grid, clutter=clutter, copies=copies, hidden=hidden, batch_size=batch_size, dtype=dtype, device=device)
+        self._build(grid=grid, clutter=clutter, copies=copies, hidden=hidden, batch_size=batch_size, dtype=dtype, device=device,
+                    generator=default_generator(generator))
 
     def cost(self, z: Tensor) -> Tensor:
         return self.patch_cost * z.sum(-1)
@@ -196,6 +199,8 @@ class HardAttentionCategorical(HardAttentionBase):
     description = "Choose one cell of a cluttered-digit canvas to look at; the classifier sees that glimpse"
 
     def __init__(self, *, grid: int = 3, clutter: int = 4, copies: int = 4, hidden: int = 64, batch_size: int = 32,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self._build(grid=grid, clutter=clutter, copies=copies, hidden=hidden, batch_size=batch_size, dtype=dtype, device=device)
+        self._build(grid=grid, clutter=clutter, copies=copies, hidden=hidden, batch_size=batch_size, dtype=dtype, device=device,
+                    generator=default_generator(generator))

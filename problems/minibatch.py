@@ -4,10 +4,12 @@ The current minibatch is the problem's batch dimension: ``logits()`` and ``f`` w
 it, :meth:`MinibatchProblem.next_batch` advances it (epochs of a random permutation drawn
 from the harness's data generator, which depends on the problem, its options and the
 seed, never on the estimator). The first batch, used for gradient statistics at the
-initial parameters, is drawn at construction from the global RNG the harness seeds.
+initial parameters, is drawn at construction from the construction generator.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,16 +20,24 @@ from dgbench.problems.base import Problem
 class MinibatchProblem(Problem):
     batch_dims = 1
 
-    def _set_training_data(self, inputs: Tensor, batch_size: int, labels: Tensor | None = None) -> None:
+    def _set_training_data(self, inputs: Tensor, batch_size: int, generator: torch.Generator,
+                           labels: Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if batch_size > inputs.shape[0]:
             raise ValueError(f"batch_size {batch_size} exceeds the {inputs.shape[0]} training examples")
         self._train_inputs, self._train_labels = inputs, labels
         self._batch_size = batch_size
-        self._order = torch.randperm(inputs.shape[0])
+        self._order = torch.randperm(inputs.shape[0], generator=generator)
         self._position = 0
         self._take(self._order[:batch_size])
+
+    def batch_state(self) -> dict[str, Any]:
+        return {"order": self._order.clone(), "position": self._position}
+
+    def load_batch_state(self, state: dict[str, Any]) -> None:
+        self._order, self._position = state["order"].to(self._order.device), int(state["position"])
+        self._take(self._order[self._position - self._batch_size:self._position])
 
     def _take(self, index: Tensor) -> None:
         index = index.to(self._train_inputs.device)

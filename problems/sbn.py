@@ -44,6 +44,7 @@ from dgbench.objectives import LogWeightWithInnerLogQ
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.layers import default_generator, linear
 from dgbench.problems.lvm import LatentVariableModel
 
 
@@ -68,6 +69,7 @@ class SBNTwoLayer(LatentVariableModel):
         dataset: str = "mnist",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if units < 1 or layers < 1:
@@ -81,14 +83,15 @@ class SBNTwoLayer(LatentVariableModel):
         mean = splits["train"].mean(0)
         self.register_buffer("input_mean", mean)
         # recognition[l]: h_l -> h_{l+1} logits (l = 0 is x); generative[l]: h_{l+1} -> h_l logits.
-        self.recognition = nn.ModuleList(nn.Linear(pixels if l == 0 else units, units) for l in range(layers))
-        self.generative = nn.ModuleList(nn.Linear(units, pixels if l == 0 else units) for l in range(layers))
+        generator = default_generator(generator)
+        self.recognition = nn.ModuleList(linear(pixels if l == 0 else units, units, generator) for l in range(layers))
+        self.generative = nn.ModuleList(linear(units, pixels if l == 0 else units, generator) for l in range(layers))
         self.prior_logits = nn.Parameter(torch.zeros(units))
         with torch.no_grad():
             p = mean.clamp(1e-3, 1 - 1e-3)
             self.generative[0].bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
-        self._set_training_data(splits["train"], batch_size)
+        self._set_training_data(splits["train"], batch_size, generator)
         self._set_evaluation(splits, iw_samples, eval_examples)
 
     @classmethod

@@ -53,6 +53,7 @@ from dgbench.nodes import get_node
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.layers import default_generator, linear
 from dgbench.problems.lvm import LatentVariableModel
 
 PRIORS = ("learned", "uniform")
@@ -70,10 +71,10 @@ def parse_widths(hidden: str) -> list[int]:
     return widths
 
 
-def mlp(widths: list[int], activation: str) -> nn.Sequential:
+def mlp(widths: list[int], activation: str, generator: torch.Generator) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append(linear(a, b, generator))
         if i < len(widths) - 2:
             layers.append(nn.LeakyReLU(0.3) if activation == "leaky_relu" else nn.ReLU())
     return nn.Sequential(*layers)
@@ -90,7 +91,8 @@ class DiscreteVAE(LatentVariableModel):
     default_dtype: ClassVar[torch.dtype] = torch.float32
     max_latents: ClassVar[int | None] = None
 
-    def __init__(self, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", **options: Any) -> None:
+    def __init__(self, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                 generator: torch.Generator | None = None, **options: Any) -> None:
         """A preset: ``options`` override the class's ``defaults`` (the data of the preset)."""
         super().__init__()
         unknown = sorted(set(options) - set(self.defaults))
@@ -101,7 +103,8 @@ class DiscreteVAE(LatentVariableModel):
             raise ValueError(f"{self.id} is enumerable only up to {self.max_latents} latents, got {values['latents']}")
         if "categories" in values:
             self.categories = values["categories"]
-        self._build(**{"categories": 2, **values}, dtype=dtype or self.default_dtype, device=device)
+        self._build(**{"categories": 2, **values}, dtype=dtype or self.default_dtype, device=device,
+                    generator=default_generator(generator))
 
     def _build(
         self,
@@ -117,6 +120,7 @@ class DiscreteVAE(LatentVariableModel):
         eval_examples: int,
         dtype: torch.dtype,
         device: str | torch.device,
+        generator: torch.Generator,
     ) -> None:
         if latents < 1:
             raise ValueError(f"latents must be >= 1, got {latents}")
@@ -139,8 +143,8 @@ class DiscreteVAE(LatentVariableModel):
         mean = splits["train"].mean(0)
         self.register_buffer("input_mean", mean)
         features = math.prod(self.latent_shape)
-        self.encoder = mlp([pixels, *widths, features], self.activation)
-        self.decoder = mlp([features, *reversed(widths), pixels], self.activation)
+        self.encoder = mlp([pixels, *widths, features], self.activation, generator)
+        self.decoder = mlp([features, *reversed(widths), pixels], self.activation, generator)
         with torch.no_grad():
             p = mean.clamp(1e-3, 1 - 1e-3)
             self.decoder[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
@@ -150,7 +154,7 @@ class DiscreteVAE(LatentVariableModel):
         else:
             self.register_buffer("prior_logits", prior_logits)
         self.to(device=device, dtype=dtype)
-        self._set_training_data(splits["train"], batch_size)
+        self._set_training_data(splits["train"], batch_size, generator)
         self._set_evaluation(splits, iw_samples, eval_examples)
 
     @classmethod

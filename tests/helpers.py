@@ -128,9 +128,9 @@ def small_problem(pid: str, dtype: torch.dtype = DTYPE, seed: int = 0, **overrid
     from dgbench.problems import PROBLEMS
     from dgbench.problems.data import DataUnavailable
 
-    torch.manual_seed(seed)
     try:
-        return PROBLEMS[pid](**{**SMALL_OPTIONS[pid], **overrides}, dtype=dtype)
+        return PROBLEMS[pid](**{**SMALL_OPTIONS[pid], **overrides}, dtype=dtype,
+                             generator=torch.Generator().manual_seed(seed))
     except DataUnavailable as err:
         if os.environ.get("CI"):
             raise

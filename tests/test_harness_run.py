@@ -324,3 +324,23 @@ def test_a_changed_suite_is_refused_unless_updated_and_reports_show_only_its_cel
     assert len(db_rows(out, "SELECT key FROM cells")) > len(current)  # the old cells are kept, not shown
     stored = dict(db_rows(out, "SELECT key, value FROM suite"))
     assert "steps = 25" in stored["source"]
+
+
+def test_cells_built_concurrently_in_one_process_equal_cells_run_alone():
+    """No global RNG: cells on threads of one process (a Dask worker with --nthreads 2)
+    give the numbers they give alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    suite = parse_suite(TINY.replace('id = "categorical-toy"', 'id = "vae-bernoulli-tiny"\noptions = { latents = 3, batch_size = 4 }'),
+                        "tiny")
+    cells = [c for c in expand(suite) if not c.skip_reason and c.seed == 1 and c.problem == "vae-bernoulli-tiny"]
+    alone = [run_cell(c) for c in cells]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(run_cell, cells))
+
+    def numbers(result):
+        return ({k: v for k, v in result["metrics"].items() if not k.startswith(("seconds", "peak"))},
+                [s[:1] + s[2:] for s in result.get("series", [])])  # without wall time
+
+    assert all(a["status"] == "done" for a in alone)
+    assert [numbers(a) for a in alone] == [numbers(t) for t in together]
