@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dgbench.errors import NotApplicable, UsageError
+from dgbench.errors import Interrupted, NotApplicable, UsageError
 from dgbench.estimators.base import Estimator, score_function
 from dgbench.estimators.registry import ESTIMATORS, register
 from dgbench.problems.base import Problem, Score
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from dgbench.reports.results import Results
 
 __version__ = metadata.version("dgbench")
-__all__ = ["ESTIMATORS", "PROBLEMS", "Estimator", "NotApplicable", "Problem", "Score", "UsageError", "__version__",
+__all__ = ["ESTIMATORS", "PROBLEMS", "Estimator", "Interrupted", "NotApplicable", "Problem", "Score", "UsageError", "__version__",
            "gradcheck", "register", "report", "results", "run", "score_function"]
 
 

@@ -187,6 +187,7 @@ class ResultStore:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(directory)
+        self.directory = directory
         self.path = directory / DB_NAME
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None)
@@ -284,6 +285,11 @@ class ResultStore:
             if isinstance(err, sqlite3.Error):
                 raise StoreError(f"could not write {self.path}: {err}") from err
             raise
+
+    def failed_keys(self, reason_prefix: str) -> set[str]:
+        """Keys of failed cells whose reason starts with ``reason_prefix``."""
+        return {k for (k,) in self.db.execute("SELECT key FROM cells WHERE status = 'failed' AND substr(reason, 1, ?) = ?",
+                                              (len(reason_prefix), reason_prefix))}
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status"))

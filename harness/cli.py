@@ -17,17 +17,21 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dgbench.errors import UsageError
+from dgbench.errors import Interrupted, Terminated, UsageError
 from dgbench.estimators.plugin import PluginError, resolve_estimator
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.gradcheck import DTYPES, gradcheck
 from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, DEFAULT_CHECKPOINT_SECONDS
 from dgbench.harness.options import OptionError, parse_assignments
 from dgbench.harness.run import run, summary_line
 from dgbench.problems.data import DataUnavailable
@@ -119,7 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run(args.suite, args.out, problems=_ids(args.problems), estimators=_ids(args.estimators),
                   seeds=args.seeds, workers=args.workers, device=args.device, backend=args.backend,
                   scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
-                  update_suite=args.update_suite)
+                  update_suite=args.update_suite, cell_timeout=args.cell_timeout,
+                  checkpoint_every=args.checkpoint_every, in_process=args.in_process)
     print(summary_line(summary))
     return 1 if summary.failed else 0
 
@@ -137,11 +142,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.cell_timeout is not None and not args.cell_timeout > 0:
+        raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
     out = Path(args.out or f"results/compare-{cls.id}")
     _use_data_dir(args.data_dir)
     try:
         record = compare(args.estimator, args.suite, out, Path(args.reference) if args.reference else None,
-                         workers=args.workers, device=device, progress=not args.quiet)
+                         workers=args.workers, device=device, progress=not args.quiet, cell_timeout=args.cell_timeout)
     except (SuiteError, DataUnavailable, ValueError) as err:
         raise UsageError(str(err)) from None
     written = build_report(out)
@@ -219,7 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--update-suite", action="store_true",
                        help="record a changed suite definition in an existing --out (reports then leave the old cells out)")
     p_run.add_argument("--retries", type=int, default=2,
-                       help="with --backend dask: resubmissions of a cell whose worker died (default 2), then failed")
+                       help="reruns of a cell whose worker died (default 2), then it is failed; a cell that killed its "
+                            "worker in an earlier run is rerun last, at most this many times")
+    p_run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                       help="stop a cell after this long and record it failed (default: the suite's cell_timeout, "
+                            f"else {DEFAULT_CELL_TIMEOUT:g}; local backend)")
+    p_run.add_argument("--checkpoint-every", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="SECONDS",
+                       help=f"training cells save a checkpoint this often (default {DEFAULT_CHECKPOINT_SECONDS:g}; "
+                            "local backend); a rerun continues from it")
+    p_run.add_argument("--in-process", action="store_true",
+                       help="run cells in this process, one at a time (for a debugger; no timeout, no crash isolation)")
     p_run.add_argument("--out", help="results directory (default results/SUITE)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
@@ -232,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--reference", help="built-in results to reuse (default results/SUITE)")
     p_cmp.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     p_cmp.add_argument("--device", default="cpu")
+    p_cmp.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                       help=f"stop a cell after this long (default: the suite's cell_timeout, else {DEFAULT_CELL_TIMEOUT:g})")
     p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     p_cmp.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_cmp.set_defaults(func=cmd_compare)
@@ -250,14 +268,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM stops a command as the first Ctrl-C does (an exception that the run turns
+    into a clean stop); a second Ctrl-C exits at once. The previous handlers come back
+    afterwards (``main`` may run inside another program, e.g. the tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    def on_int(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, on_second_int)
+        raise KeyboardInterrupt()
+
+    def on_second_int(signum: int, frame: Any) -> None:
+        os.write(2, b"dgbench: interrupted again: exiting now (the results store stays consistent)\n")
+        os._exit(130)
+
+    previous = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, on_term), (signal.SIGINT, on_int))}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with _stop_on_signals():
+            return args.func(args)
     except UsageError as err:
         print(f"dgbench: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"dgbench: {err}", file=sys.stderr)
+        return err.exit_status
+    except (KeyboardInterrupt, Terminated) as err:  # outside a run of cells
+        print("dgbench: interrupted", file=sys.stderr)
+        return 130 if isinstance(err, KeyboardInterrupt) else 143
     except BrokenPipeError:  # e.g. `dgbench list estimators | head`
         sys.stderr.close()
         return 0

@@ -20,6 +20,7 @@ from dgbench.errors import UsageError
 from dgbench.estimators.plugin import resolve_estimator
 from dgbench.estimators.registry import register
 from dgbench.harness.execution import execute
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.suites import expand, load_suite
 from dgbench.store import DB_NAME, StoreError, stored_last_provenance, stored_suite
@@ -41,7 +42,7 @@ def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, st
 
 
 def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, workers: int, device: str,
-            progress: bool) -> dict[str, Any]:
+            progress: bool, cell_timeout: float | None = None) -> dict[str, Any]:
     """Run ``spec`` (and any missing built-in cells) on the suite into ``out``; the comparison record."""
     cls = resolve_estimator(spec)
     register(cls)
@@ -61,7 +62,8 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
     store, _ = open_results(out, suite)
     before = store.finished_keys() & {c.key for c in cells}
     try:
-        counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,))
+        counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,),
+                         cell_timeout=cell_timeout or suite.cell_timeout or DEFAULT_CELL_TIMEOUT)
     except StoreError as err:
         raise UsageError(str(err)) from None
     finally:

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
 from tqdm import tqdm
 
+from dgbench.errors import Interrupted, Terminated
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import run_cell
-from dgbench.harness.local_backend import run_cells_local, threads_per_worker
+from dgbench.harness.checkpoints import remove_checkpoint
+from dgbench.harness.local_backend import (
+    DEFAULT_CELL_TIMEOUT,
+    DEFAULT_CHECKPOINT_SECONDS,
+    WORKER_DIED,
+    Checkpointing,
+    run_cells_local,
+    threads_per_worker,
+)
 from dgbench.harness.provenance import provenance
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
@@ -40,11 +50,16 @@ def prepare_data(cells: list[Cell]) -> None:
 
 def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str, progress: bool = True,
             plugins: tuple[str, ...] = (), backend: str = "local", scheduler: str | None = None,
-            retries: int = 2) -> dict[str, int]:
+            retries: int = 2, cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
+            checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False) -> dict[str, int]:
     """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status.
 
     ``backend="dask"`` runs the cells on the Dask cluster at ``scheduler``, or on a new
-    LocalCluster of ``workers`` processes (:mod:`dgbench.harness.dask_backend`).
+    LocalCluster of ``workers`` processes (:mod:`dgbench.harness.dask_backend`); the local
+    backend supervises its workers (:mod:`dgbench.harness.local_backend`: ``retries``
+    after a worker's death, ``cell_timeout``, checkpoints of training cells every
+    ``checkpoint_every`` seconds). Raises :class:`dgbench.errors.Interrupted` when stopped
+    by Ctrl-C or SIGTERM (the cells finished until then are stored).
     """
     if backend not in ("local", "dask"):
         raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
@@ -66,8 +81,15 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
                 dask_backend.run_cells_dask(runnable, record, client, device=device, threads=threads, plugins=plugins,
                                             data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=retries)
         else:
+            checkpoints = Checkpointing(store.directory, checkpoint_every)
+            killed = store.failed_keys(WORKER_DIED)
+            info.update(cell_timeout=cell_timeout, retries=retries, in_process=in_process)
+
             def runner(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
-                run_cells_local(runnable, record, workers=workers, device=device, plugins=plugins)
+                runnable = sorted(runnable, key=lambda c: c.key in killed)  # cells that killed a worker last
+                run_cells_local(runnable, record, workers=workers, device=device, plugins=plugins,
+                                cell_timeout=cell_timeout, retries=retries, checkpoints=checkpoints,
+                                previously_killed=killed, in_process=in_process)
 
         store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
                             {c.estimator: ESTIMATORS[c.estimator].capabilities() for c in cells})
@@ -87,12 +109,16 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
     Skipped cells are recorded here, without a backend.
     """
     done = store.finished_keys()
+    for key in done & {c.key for c in cells}:  # left behind by a driver that died after storing the cell
+        remove_checkpoint(store.directory, key)
     todo = [c for c in cells if c.key not in done]
     counts: dict[str, int] = {}
     bar = tqdm(total=len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
 
     def record(cell: Cell, result: dict) -> None:
         store.write_cell(run_id, cell, result)
+        if result["status"] != "failed":  # a failed cell's checkpoint lets its retry continue
+            remove_checkpoint(store.directory, cell.key)
         counts[result["status"]] = counts.get(result["status"], 0) + 1
         bar.set_postfix_str(f"{cell.estimator} on {cell.problem}: {result['status']}", refresh=False)
         bar.update(1)
@@ -106,6 +132,9 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
                 runnable.append(cell)
         if runnable:
             runner(runnable, record)
+    except (KeyboardInterrupt, Terminated) as err:
+        signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+        raise Interrupted(signum, sum(counts.values())) from None
     finally:
         bar.close()
     return counts

@@ -1,6 +1,22 @@
-"""The local backend: cells in this process (one worker) or on a pool of spawned worker
-processes, each pinned to ``cores // workers`` threads so that concurrent cells do not
-compete for cores and every cell of a run is timed at the same thread count.
+"""The local backend: cells on supervised worker processes of this machine, each pinned
+to ``cores // workers`` threads so that concurrent cells do not compete for cores and
+every cell of a run is timed at the same thread count.
+
+Supervision (the driver's side; the worker's is :mod:`dgbench.harness.worker_process`):
+
+- **isolation**: a worker that dies (a crash, a ``kill -9``, the kernel's OOM killer)
+  fails only the cell it was running, with the signal or exit status and its likely
+  cause; a new worker takes its place and the rest of the matrix continues. The cell is
+  put back at the end of the queue up to ``retries`` times. A cell that killed its worker
+  in an earlier run (``previously_killed``) is run last and at most ``retries`` times;
+- **timeout**: a cell running longer than ``cell_timeout`` seconds is recorded
+  ``failed`` ("timeout after N s") and its worker replaced;
+- **stopping**: on any exception in the driver (Ctrl-C, SIGTERM turned into an exception
+  by the CLI) the workers are killed at once; results already received are stored.
+  Workers also die by themselves when the driver dies.
+
+``in_process=True`` runs the cells in this process instead (for a debugger): no
+isolation and no timeout.
 
 Sibling of :mod:`dgbench.harness.dask_backend`; both take the runnable cells and a
 ``record(cell, result)`` callback that the driver uses to write the store.
@@ -10,40 +26,161 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
+import time
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from dgbench.estimators.plugin import register_plugins
 from dgbench.harness.cells import run_cell
+from dgbench.harness.checkpoints import Checkpoint, checkpoint_path
 from dgbench.harness.suites import Cell
+from dgbench.harness.worker_process import worker_main
+
+DEFAULT_CELL_TIMEOUT = 3600.0
+DEFAULT_CHECKPOINT_SECONDS = 60.0
+WORKER_DIED = "the worker running this cell died"
+JOIN_SECONDS = 5.0
 
 
 def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
-    torch.set_num_threads(threads)
-    register_plugins(plugins)
+def death_cause(exitcode: int | None) -> str:
+    """What a worker's exit status says, in words."""
+    if exitcode is None:
+        return "lost contact"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            return f"killed ({name}), possibly out of memory"
+        return f"killed ({name})"
+    return f"exited with status {exitcode}"
+
+
+@dataclass
+class Checkpointing:
+    """Where training cells keep their checkpoints, and how often they write them."""
+
+    directory: Path
+    every_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+
+    def path(self, cell: Cell) -> str | None:
+        return str(checkpoint_path(self.directory, cell.key)) if cell.kind == "train" else None
+
+
+class _Worker:
+    def __init__(self, context: Any, threads: int, plugins: tuple[str, ...]) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(child, os.getpid(), threads, plugins),
+                                       name="dgbench-worker", daemon=True)
+        self.process.start()
+        child.close()
+        self.cell: Cell | None = None
+        self.started = 0.0
+
+    def assign(self, cell: Cell, device: str, checkpoints: Checkpointing | None) -> None:
+        path = checkpoints.path(cell) if checkpoints else None
+        self.conn.send((cell, device, path, checkpoints.every_seconds if checkpoints else 0.0))
+        self.cell, self.started = cell, time.monotonic()
+
+    def result(self) -> dict[str, Any] | None:
+        """The finished cell's result if one has arrived (None: none, or the pipe broke)."""
+        try:
+            return self.conn.recv() if self.conn.poll() else None
+        except (EOFError, OSError):
+            return None
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(JOIN_SECONDS)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(JOIN_SECONDS)
+        self.kill()
 
 
 def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, workers: int, device: str,
-                    plugins: tuple[str, ...] = ()) -> None:
-    """Run ``cells`` and ``record`` each result as it arrives (any order with a pool)."""
-    if workers <= 1:
+                    plugins: tuple[str, ...] = (), cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
+                    retries: int = 2, checkpoints: Checkpointing | None = None,
+                    previously_killed: set[str] = frozenset(), in_process: bool = False) -> None:
+    """Run ``cells`` and ``record`` each result as it arrives (any order with several workers)."""
+    if in_process:
         torch.set_num_threads(threads_per_worker(1))
         for cell in cells:
-            record(cell, run_cell(cell, device))
+            path = checkpoints.path(cell) if checkpoints else None
+            record(cell, run_cell(cell, device, Checkpoint(Path(path), cell.key, checkpoints.every_seconds)
+                                  if path else None))
         return
+    deaths = Counter({key: 1 for key in previously_killed})  # counts against --retries
+    attempts: Counter[str] = Counter()
+    queue: deque[Cell] = deque()
+    for cell in cells:
+        if deaths[cell.key] > retries:
+            record(cell, {"status": "failed", "reason": f"{WORKER_DIED} in an earlier run; not retried (--retries {retries})"})
+        else:
+            queue.append(cell)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads_per_worker(workers), tuple(plugins))) as pool:
-        futures = {pool.submit(run_cell, cell, device): cell for cell in cells}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except Exception as err:  # the worker died (e.g. killed for memory)
-                result = {"status": "failed", "reason": f"worker process died: {type(err).__name__}: {err}"}
-            record(futures[future], result)
+    threads = threads_per_worker(workers)
+    pool: list[_Worker] = []
+    try:
+        while queue or any(w.cell for w in pool):
+            while queue and len(pool) < workers:
+                pool.append(_Worker(context, threads, tuple(plugins)))
+            for worker in pool:
+                if worker.cell is None and queue:
+                    worker.assign(queue.popleft(), device, checkpoints)
+                    attempts[worker.cell.key] += 1
+            busy = [w for w in pool if w.cell is not None]
+            wait_for = 1.0
+            if cell_timeout:
+                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout - time.monotonic() for w in busy]))
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for)
+            for worker in busy:
+                cell = worker.cell
+                result = worker.result()
+                if result is not None:
+                    worker.cell = None
+                    record(cell, result)
+                elif not worker.process.is_alive():
+                    worker.kill()
+                    pool.remove(worker)
+                    deaths[cell.key] += 1
+                    cause = death_cause(worker.process.exitcode)
+                    if deaths[cell.key] <= retries:
+                        print(f"dgbench: {WORKER_DIED} ({cell.kind}, {cell.estimator} on {cell.problem}, seed "
+                              f"{cell.seed}): {cause}; it runs again at the end (retry {deaths[cell.key]} of {retries})",
+                              file=sys.stderr)
+                        queue.append(cell)
+                    else:
+                        record(cell, {"status": "failed", "reason": f"{WORKER_DIED} ({cause}); "
+                                                                    f"{attempts[cell.key]} attempt(s) in this run"})
+                elif cell_timeout and time.monotonic() - worker.started > cell_timeout:
+                    worker.kill()
+                    pool.remove(worker)
+                    record(cell, {"status": "failed", "reason": f"timeout after {cell_timeout:g} s (--cell-timeout); "
+                                                                "its worker was stopped"})
+    except BaseException:
+        for worker in pool:  # at once: whatever they compute now is lost anyway
+            worker.kill()
+        pool.clear()
+        raise
+    finally:
+        for worker in pool:
+            worker.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 from dgbench.errors import UsageError
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.execution import execute, prepare_data
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, DEFAULT_CHECKPOINT_SECONDS
 from dgbench.harness.provenance import git_commit
 from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite
 from dgbench.problems.data import DataUnavailable
@@ -94,11 +95,15 @@ def open_results(out: Path, suite: Suite, update_suite: bool = False) -> tuple[R
 def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None = None,
         estimators: list[str] | None = None, seeds: int | None = None, workers: int = 1, device: str = "cpu",
         backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False,
-        update_suite: bool = False) -> RunSummary:
+        update_suite: bool = False, cell_timeout: float | None = None,
+        checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
-    Cells already finished there are kept (failed ones are retried). Raises
-    :class:`UsageError` on bad input, before anything is computed.
+    Cells already finished there are kept (failed ones are retried, those that killed
+    their worker last). ``cell_timeout``: seconds a cell may run (default: the suite's
+    ``cell_timeout``, else 3600; local backend). Raises :class:`UsageError` on bad input,
+    before anything is computed, and :class:`dgbench.errors.Interrupted` when stopped by
+    Ctrl-C or SIGTERM (finished cells are stored; run again to resume).
     """
     try:
         definition = load_suite(suite)
@@ -113,6 +118,16 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         raise UsageError(f"--retries must be >= 0, got {retries}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} must be a positive number of seconds, got {value}")
+    explicit_timeout = cell_timeout or definition.cell_timeout
+    cell_timeout = explicit_timeout or DEFAULT_CELL_TIMEOUT
+    if in_process and backend != "local":
+        raise UsageError("--in-process needs --backend local")
+    if backend == "dask" and explicit_timeout:
+        print("dgbench: note: the Dask backend does not enforce --cell-timeout or the suite's cell_timeout",
+              file=sys.stderr)
     if backend == "dask" and importlib.util.find_spec("distributed") is None:
         raise UsageError("--backend dask needs Dask distributed: pip install -e '.[dask]'")
     cores = os.cpu_count() or 1
@@ -129,7 +144,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
 
     try:
         counts = execute(cells, store, workers=workers, device=device, progress=progress, backend=backend,
-                         scheduler=scheduler, retries=retries)
+                         scheduler=scheduler, retries=retries, cell_timeout=cell_timeout,
+                         checkpoint_every=checkpoint_every, in_process=in_process)
         totals = store.counts()
     except (DaskUnavailable, StoreError) as err:  # storage errors too: one line, exit status 2
         raise UsageError(str(err)) from None

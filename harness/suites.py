@@ -5,6 +5,7 @@ the per-step budget and the settings of the two cell kinds::
 
     name = "smoke"
     seeds = 1
+    cell_timeout = 3600 # optional: seconds one cell may run before it is stopped (local backend)
     [budget]            # exactly one of: samples = N (per estimate), evals = N (f evaluations)
     evals = 2
     [gradstats]         # cell kind 1: gradient statistics at the initial parameters
@@ -87,6 +88,7 @@ class Suite:
     estimators: list[str]
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+    cell_timeout: float | None = None  # seconds a cell may run (local backend); None: the default
 
     @property
     def digest(self) -> str:
@@ -140,11 +142,16 @@ def parse_suite(text: str, origin: str) -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"{origin}: not valid TOML: {err}") from None
-    _check_keys(data, {"name", "description", "seeds", "budget", "gradstats", "training", "problems", "estimators"}, origin)
+    _check_keys(data, {"name", "description", "seeds", "budget", "gradstats", "training", "problems", "estimators",
+                       "cell_timeout"}, origin)
     for key in ("name", "seeds", "budget", "problems", "estimators"):
         if key not in data:
             raise SuiteError(f"{origin}: missing key {key!r}")
     seeds = _positive_int(data, "seeds", origin)
+    cell_timeout = data.get("cell_timeout")
+    if cell_timeout is not None and (isinstance(cell_timeout, bool) or not isinstance(cell_timeout, (int, float))
+                                     or cell_timeout <= 0):
+        raise SuiteError(f"{origin}.cell_timeout must be a positive number of seconds, got {cell_timeout!r}")
     budget = _check_keys(data["budget"], {"samples", "evals"}, f"{origin}: budget")
     if len(budget) != 1:
         raise SuiteError(f"{origin}: budget needs exactly one of 'samples' or 'evals'")
@@ -191,7 +198,7 @@ def parse_suite(text: str, origin: str) -> Suite:
     return Suite(
         name=str(data["name"]), description=str(data.get("description", "")), seeds=seeds, budget=budget,
         gradstats=gradstats, training=training, problems=problems, estimators=ids, hyperparameters=hyper,
-        source=text,
+        source=text, cell_timeout=None if cell_timeout is None else float(cell_timeout),
     )
 
 

@@ -89,6 +89,7 @@ def test_cell_keys_do_not_depend_on_the_estimator_for_seeds():
         (("replicas = 50", "replicas = 50\ncolour = 1"), "gradstats: unknown key 'colour'"),
         (("options = { dim = 3 }", "options = { size = 3 }"), "problems[0].options: unknown key 'size'"),
         (("name = \"tiny\"", "name = "), "not valid TOML"),
+        (("seeds = 2", "seeds = 2\ncell_timeout = 0"), "cell_timeout must be a positive number of seconds"),
     ],
 )
 def test_malformed_suites_name_the_key(change, message):
@@ -142,7 +143,7 @@ def test_failing_cell_is_recorded_with_traceback_and_matrix_continues(tmp_path, 
 
     monkeypatch.setitem(cells_module.RUNNERS, "gradstats", boom)
     out = tmp_path / "res"
-    assert main(["run", "--suite", tiny(tmp_path), "--out", str(out), "--workers", "1", "--quiet", "--seeds", "1"]) == 1
+    assert main(["run", "--suite", tiny(tmp_path), "--out", str(out), "--in-process", "--quiet", "--seeds", "1"]) == 1
     failed = db_rows(out, "SELECT reason, traceback FROM cells WHERE status='failed'")
     assert failed and all("injected failure" in r and "Traceback" in t for r, t in failed)
     assert db_rows(out, "SELECT COUNT(*) FROM cells WHERE kind='train' AND status='done'")[0][0] > 0
@@ -178,6 +179,9 @@ def test_divergence_is_recorded_with_its_step(monkeypatch):
         (["--suite", "smoke", "--estimators", "nope"], "estimator 'nope' is not in suite 'smoke'"),
         (["--suite", "smoke", "--seeds", "0"], "--seeds must be >= 1"),
         (["--suite", "smoke", "--workers", "0"], "--workers must be >= 1"),
+        (["--suite", "smoke", "--cell-timeout", "0"], "--cell-timeout must be a positive number of seconds"),
+        (["--suite", "smoke", "--checkpoint-every", "-1"], "--checkpoint-every must be a positive number"),
+        (["--suite", "smoke", "--in-process", "--backend", "dask"], "--in-process needs --backend local"),
     ],
 )
 def test_run_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -344,3 +348,18 @@ def test_cells_built_concurrently_in_one_process_equal_cells_run_alone():
 
     assert all(a["status"] == "done" for a in alone)
     assert [numbers(a) for a in alone] == [numbers(t) for t in together]
+
+
+def test_a_suite_may_set_its_cell_timeout():
+    suite = parse_suite(TINY.replace("seeds = 2", "seeds = 2\ncell_timeout = 90"), "tiny")
+    assert suite.cell_timeout == 90.0 and parse_suite(TINY, "tiny").cell_timeout is None
+
+
+@pytest.mark.parametrize("exitcode, cause", [
+    (-9, "killed (SIGKILL), possibly out of memory"), (-11, "killed (SIGSEGV)"), (3, "exited with status 3"),
+    (None, "lost contact"),
+])
+def test_a_dead_workers_exit_status_is_named(exitcode, cause):
+    from dgbench.harness.local_backend import death_cause
+
+    assert death_cause(exitcode) == cause
