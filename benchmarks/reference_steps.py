@@ -243,7 +243,7 @@ class ReinforceEMA:
     def __init__(self, source: nn.Module | None = None, decay: float = 0.9) -> None:
         self.decay, self.average, self.updates = decay, 0.0, 0
         if source is not None:  # start from the dgbench estimator's running average
-            self.average, self.updates = float(source.average), int(source.updates)
+            self.average, self.updates = float(source.part.average), int(source.part.updates)
         self.parameters: list[Tensor] = []
 
     def __call__(self, m: LinearVAE, x: Tensor, g: torch.Generator) -> Tensor:
@@ -275,10 +275,10 @@ def copy_network(net: nn.Module, source: nn.Module | None) -> None:
 class NVIL:
     def __init__(self, latents: int, source: nn.Module | None = None, hidden: int = 16, decay: float = 0.8) -> None:
         self.net = tanh_network(latents, hidden)
-        copy_network(self.net, getattr(source, "baseline", None))
+        copy_network(self.net, source.part.network if source is not None else None)
         self.decay, self.mean, self.variance = decay, 0.0, 1.0
         if source is not None:
-            self.mean, self.variance = float(source.mean), float(source.variance)
+            self.mean, self.variance = float(source.part.mean), float(source.part.variance)
         self.parameters = list(self.net.parameters())
 
     def __call__(self, m: LinearVAE, x: Tensor, g: torch.Generator) -> Tensor:

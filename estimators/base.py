@@ -30,6 +30,9 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
                       as a reference line and never rank)
 ``multi_sample_bound``  estimates the gradient of ``E log mean_k exp f(z_k)`` (VIMCO), for
                       problems that expose a k-sample bound, instead of ``E f``
+``include_in_all``    part of a suite's ``include = "all"`` (False for a configurable core
+                      whose published configurations are registered under their own ids,
+                      e.g. ``score-function``; suites add it by name or as ``variants``)
 
 Noise comes only from the ``generator`` passed to ``forward``; see
 :mod:`dgbench.noise` for the one-uniform-draw convention.
@@ -77,6 +80,7 @@ class Estimator(torch.nn.Module):
     min_samples: ClassVar[int] = 1
     evals_scale_with_event: ClassVar[bool] = False
     multi_sample_bound: ClassVar[bool] = False
+    include_in_all: ClassVar[bool] = True
     paper: ClassVar[str] = ""
     group: ClassVar[str] = "other"
 
@@ -136,10 +140,17 @@ class Estimator(torch.nn.Module):
             "min_samples": cls.min_samples,
             "evals_scale_with_event": cls.evals_scale_with_event,
             "multi_sample_bound": cls.multi_sample_bound,
+            "include_in_all": cls.include_in_all,
             "hyperparameters": cls.default_hyperparameters(),
             "paper": cls.paper,
             "group": cls.group,
         }
+
+    @classmethod
+    def min_samples_for(cls, hyperparameters: dict[str, Any]) -> int:
+        """The smallest ``samples`` with these hyperparameters (``min_samples`` unless a
+        hyperparameter changes it, as the baseline of ``score-function`` does)."""
+        return cls.min_samples
 
     @classmethod
     def default_hyperparameters(cls) -> dict[str, Any]:

@@ -19,49 +19,20 @@ Gradient Estimator, ICLR.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench import noise
-from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import conditional, d_dtheta, hard_of, perturbed, soft
+from dgbench.estimators.relaxed_core import RaoBlackwellised, RelaxedCore
 
 
 @builtin
-class GumbelRao(Estimator):
+class GumbelRao(RelaxedCore):
     id = "gumbel-rao"
-    family = "both"
-    unbiased = False
-    relaxed = True
-    evals_per_sample = 1
     paper = "Paulus, Maddison & Krause (2021), Gumbel-Rao Monte Carlo, ICLR"
-    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, draws: int = 10, temperature: float = 0.5) -> None:
         super().__init__(node, samples)
-        if draws < 1:
-            raise ValueError(f"draws must be >= 1, got {draws}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.part = RaoBlackwellised(temperature, draws)
         self.draws, self.temperature = draws, temperature
-
-    def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
-        return (1 + self.draws, self.samples, *logits_shape)  # the sample's noise, then K conditional draws
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
-        b = self.node.harden_perturbed(self.node.perturb(logits.detach(), u[0]))
-        with torch.enable_grad():
-            z_hard = b.clone().requires_grad_(True)
-            fb = self.evaluate(f, z_hard, logits)
-            (df_db,) = torch.autograd.grad(fb.sum(), z_hard, retain_graph=True)
-            theta = logits.detach().requires_grad_(True)
-            # The noise G = z~ - logits is held fixed: the Jacobian is the unconditional
-            # reparameterisation's, d soften(logits + G) / d logits, evaluated at G | b.
-            perturbation = self.node.conditional_perturb(logits.detach(), b, u[1:]) - logits.detach()
-            soft = self.node.soften(theta + perturbation, self.temperature).mean(0)
-            (g,) = torch.autograd.grad(soft, theta, grad_outputs=df_db / self.samples)
-        return self.attach(fb.mean(0), logits, g)
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

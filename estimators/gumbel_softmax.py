@@ -16,34 +16,20 @@ distribution: a continuous relaxation of discrete random variables. ICLR.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench import noise
-from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import relaxed_jacobian_t, relaxed_sample
+from dgbench.estimators.relaxed_core import RelaxedCore, Soft
 
 
 @builtin
-class GumbelSoftmax(Estimator):
+class GumbelSoftmax(RelaxedCore):
     id = "gumbel-softmax"
-    family = "both"
-    unbiased = False
-    relaxed = True
-    evals_per_sample = 1
     paper = "Jang, Gu & Poole (2017), ICLR; Maddison, Mnih & Teh (2017), ICLR"
-    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 0.5) -> None:
         super().__init__(node, samples)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.part = Soft(temperature)
         self.temperature = temperature
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        u = noise.uniform((self.samples, *logits.shape), generator, logits)
-        y = self.node.relaxed(logits, u, self.temperature)
-        return self.evaluate(f, y, logits).mean(0)
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

@@ -16,43 +16,22 @@ backpropagation for stochastic neural networks. ICLR.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import expand, hard, mean_jacobian_t, probs
+from dgbench.estimators.score_core import ScoreFunctionCore, Taylor
 
 
 @builtin
-class MuProp(Estimator):
+class MuProp(ScoreFunctionCore):
     id = "muprop"
-    family = "both"
-    unbiased = True
     relaxed = True
-    evals_per_sample = 1
     extra_evals = 1
     paper = "Gu, Levine, Sutskever & Mnih (2016), ICLR"
     group = "control variates"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        detached = logits.detach()
-        mu = self.node.probs(detached).requires_grad_(True)
-        with torch.enable_grad():
-            f_mu = self.evaluate(f, mu, logits, leading=0)
-            (df_mu,) = torch.autograd.grad(f_mu.sum(), mu, allow_unused=True)
-        if df_mu is None:
-            df_mu = torch.zeros_like(mu)
-        mu, f_mu = mu.detach(), f_mu.detach()
-
-        z = self.node.sample(detached, self.samples, generator)
-        fz = self.evaluate(f, z, logits)
-        taylor = f_mu + self.node.sum_event(df_mu * (z - mu))
-        grad = score_function(self.node, logits, z, fz.detach() - taylor)
-        grad = grad + self.node.mean_vjp(detached, df_mu)
-        return self.attach(fz.mean(0), logits, grad)
+        self.part = Taylor()
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

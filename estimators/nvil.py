@@ -19,70 +19,27 @@ Mnih & Gregor (2014), Neural Variational Inference and Learning in Belief Networ
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench.estimators.base import Estimator, Objective, builtin, score_function
-from dgbench.estimators.networks import control_network
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import expand, flat, hard, mlp, probs
+from dgbench.estimators.score_core import LearnedNetwork, ScoreFunctionCore
 
 
 @builtin
-class NVIL(Estimator):
+class NVIL(ScoreFunctionCore):
     id = "nvil"
-    family = "both"
-    unbiased = True
-    relaxed = False
-    evals_per_sample = 1
     paper = "Mnih & Gregor (2014), NVIL, ICML"
     group = "control variates"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, hidden: int = 16, decay: float = 0.8,
                  normalize: bool = False) -> None:
         super().__init__(node, samples)
-        if hidden < 0:
-            raise ValueError(f"hidden must be >= 0, got {hidden}")
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.part = LearnedNetwork(hidden, decay, normalize)
         self.hidden, self.decay, self.normalize = hidden, decay, normalize
-        self.baseline = control_network(hidden)
-        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("variance", torch.ones((), dtype=torch.float64))
-
-    def input_baseline(self, logits: Tensor) -> Tensor:
-        """``b(x)`` per batch element from the detached logits."""
-        x = logits.detach()
-        if self.node.event_dims == 2:
-            x = x.flatten(-2)
-        return self.baseline(x.to(torch.float64)).squeeze(-1)
-
-    def randomize_state(self, generator: torch.Generator) -> None:
-        """Random baseline weights and a non-zero running mean of the learning signal."""
-        super().randomize_state(generator)
-        self.mean.fill_(0.21)
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        z = self.node.sample(logits.detach(), self.samples, generator)
-        fz = self.evaluate(f, z, logits)
-        with torch.enable_grad():
-            b = self.input_baseline(logits)
-        centred = fz.detach().to(torch.float64) - self.mean
-        signal = centred - b.detach()
-        if self.normalize:
-            signal = signal / self.variance.sqrt().clamp_min(1.0)
-        grad = score_function(self.node, logits, z, signal.to(fz.dtype))
-        if self.training:
-            self.add_auxiliary_loss(((centred - b) ** 2).mean())
-            with torch.no_grad():
-                residual = fz.detach().to(torch.float64) - b
-                self.mean.mul_(self.decay).add_((1 - self.decay) * residual.mean())
-                self.variance.mul_(self.decay).add_((1 - self.decay) * residual.var(unbiased=False))
-        return self.attach(fz.mean(0), logits, grad)
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).
 def reference_draw(node, logits, u, f, est):
     z = hard(node, logits, u)
-    b = mlp(est.baseline, flat(node, logits))
-    signal = f(z) - float(est.mean) - b
+    b = mlp(est.part.network, flat(node, logits))
+    signal = f(z) - float(est.part.mean) - b
     return (expand(signal, node) * (z - probs(node, logits))).mean(0), f(z).mean(0)

@@ -10,31 +10,19 @@ Noise: one uniform draw ``u`` of shape ``(S, *logits.shape)`` mapped to hard sam
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import expand, hard, probs
+from dgbench.estimators.score_core import NoBaseline, ScoreFunctionCore
 
 
 @builtin
-class Reinforce(Estimator):
+class Reinforce(ScoreFunctionCore):
     id = "reinforce"
-    family = "both"
-    unbiased = True
-    relaxed = False
-    evals_per_sample = 1
     paper = "Williams (1992), Machine Learning 8:229-256"
-    group = "score function"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        z = self.node.sample(logits.detach(), self.samples, generator)
-        fz = self.evaluate(f, z, logits)
-        grad = score_function(self.node, logits, z, fz)
-        return self.attach(fz.mean(0), logits, grad)
+        self.part = NoBaseline()
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

@@ -25,37 +25,21 @@ Baxter (2004), JMLR 5.)
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import hard, probs
+from dgbench.estimators.score_core import OptimalConstant, ScoreFunctionCore
 
 
 @builtin
-class ReinforceOptimal(Estimator):
+class ReinforceOptimal(ScoreFunctionCore):
     id = "reinforce-optimal"
-    family = "both"
-    unbiased = True
-    relaxed = False
-    evals_per_sample = 1
     min_samples = 2
     paper = "Weaver & Tao (2001), UAI; Greensmith, Bartlett & Baxter (2004), JMLR 5"
-    group = "score function"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 4) -> None:
         super().__init__(node, samples)
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        z = self.node.sample(logits.detach(), self.samples, generator)
-        fz = self.evaluate(f, z, logits)
-        s2 = self.node.score(z, logits.detach()) ** 2
-        weighted = self.node.per_sample(fz.detach()) * s2
-        numerator = weighted.sum(0, keepdim=True) - weighted
-        denominator = s2.sum(0, keepdim=True) - s2
-        safe = denominator > 0
-        c = torch.where(safe, numerator / torch.where(safe, denominator, torch.ones_like(denominator)), 0.0)
-        grad = score_function(self.node, logits, z, self.node.per_sample(fz.detach()) - c)
-        return self.attach(fz.mean(0), logits, grad)
+        self.part = OptimalConstant()
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

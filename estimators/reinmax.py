@@ -18,45 +18,20 @@ Straight-Through and Beyond, NeurIPS.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import hard, probs
+from dgbench.estimators.relaxed_core import ReinMaxGradient, RelaxedCore
 
 
 @builtin
-class ReinMax(Estimator):
+class ReinMax(RelaxedCore):
     id = "reinmax"
-    family = "both"
-    unbiased = False
-    relaxed = True
-    evals_per_sample = 1
     paper = "Liu et al. (2023), Bridging Discrete and Backpropagation: Straight-Through and Beyond, NeurIPS"
-    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 1.0) -> None:
         super().__init__(node, samples)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.part = ReinMaxGradient(temperature)
         self.temperature = temperature
-
-    def _jacobian_t(self, pi: Tensor, v: Tensor) -> Tensor:
-        if self.node.event_dims == 1:
-            return pi * (1 - pi) * v
-        return pi * (v - (pi * v).sum(-1, keepdim=True))
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        d = self.node.sample(logits.detach(), self.samples, generator)
-        with torch.enable_grad():
-            z = d.clone().requires_grad_(True)
-            fz = self.evaluate(f, z, logits)
-            (v,) = torch.autograd.grad(fz.sum(), z, retain_graph=True)
-        theta = logits.detach()
-        pi0 = self.node.probs(theta)
-        pi1 = (d + self.node.probs(theta / self.temperature)) / 2
-        g = (2 * self._jacobian_t(pi1, v) - 0.5 * self._jacobian_t(pi0, v)).mean(0)
-        return self.attach(fz.mean(0), logits, g)
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

@@ -12,34 +12,21 @@ baseline for free! ICLR Workshop on Deep RL Meets Structured Prediction.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench.estimators.base import Estimator, Objective, builtin, score_function
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import hard, probs
+from dgbench.estimators.score_core import LeaveOneOut, ScoreFunctionCore
 
 
 @builtin
-class RLOO(Estimator):
+class RLOO(ScoreFunctionCore):
     id = "rloo"
-    family = "both"
-    unbiased = True
-    relaxed = False
-    evals_per_sample = 1
     min_samples = 2
     paper = "Kool, van Hoof & Welling (2019), ICLR DeepRLStructPred workshop"
     group = "multi-sample"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 2) -> None:
         super().__init__(node, samples)
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        z = self.node.sample(logits.detach(), self.samples, generator)
-        fz = self.evaluate(f, z, logits)
-        signal = fz.detach()
-        baseline = (signal.sum(0, keepdim=True) - signal) / (self.samples - 1)
-        grad = score_function(self.node, logits, z, signal - baseline)
-        return self.attach(fz.mean(0), logits, grad)
+        self.part = LeaveOneOut()
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

@@ -16,34 +16,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from dgbench import noise
-from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import relaxed_jacobian_t, relaxed_sample
+from dgbench.estimators.relaxed_core import RelaxedCore, StraightThroughSoft
 
 
 @builtin
-class STGumbelSoftmax(Estimator):
+class STGumbelSoftmax(RelaxedCore):
     id = "st-gumbel-softmax"
-    family = "both"
-    unbiased = False
-    relaxed = True
-    evals_per_sample = 1
     paper = "Jang, Gu & Poole (2017), ICLR, Sec. 2.2"
-    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 0.5) -> None:
         super().__init__(node, samples)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.part = StraightThroughSoft(temperature)
         self.temperature = temperature
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        u = noise.uniform((self.samples, *logits.shape), generator, logits)
-        y = self.node.relaxed(logits, u, self.temperature)
-        z = self.node.harden(y)
-        return self.evaluate(f, z + (y - y.detach()), logits).mean(0)
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

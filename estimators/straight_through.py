@@ -13,30 +13,19 @@ gradients through stochastic neurons for conditional computation. arXiv:1308.343
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from dgbench.estimators.base import Estimator, Objective, builtin
+from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import hard, mean_jacobian_t
+from dgbench.estimators.relaxed_core import RelaxedCore, ThroughMean
 
 
 @builtin
-class StraightThrough(Estimator):
+class StraightThrough(RelaxedCore):
     id = "straight-through"
-    family = "both"
-    unbiased = False
-    relaxed = True
-    evals_per_sample = 1
     paper = "Bengio, Leonard & Courville (2013), arXiv:1308.3432"
-    group = "relaxed / straight-through"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1) -> None:
         super().__init__(node, samples)
-
-    def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
-        z = self.node.sample(logits.detach(), self.samples, generator)
-        mu = self.node.probs(logits)
-        return self.evaluate(f, z + (mu - mu.detach()), logits).mean(0)
+        self.part = ThroughMean()
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

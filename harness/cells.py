@@ -52,7 +52,7 @@ def make_problem(problem_id: str, options: dict[str, Any], seed: int, device: to
 def build(cell: Cell, device: torch.device) -> tuple[Problem, torch.nn.ModuleDict]:
     """The cell's problem (initialised from a seed that ignores the estimator) and estimators."""
     problem = make_problem(cell.problem, cell.options, cell.seed, device)
-    return problem, node_estimators(problem, ESTIMATORS[cell.estimator], cell.hyperparameters, device)
+    return problem, node_estimators(problem, cell.estimator_class, cell.hyperparameters, device)
 
 
 # The many-sample reference: RLOO (unbiased, any family) with this many samples per
@@ -174,7 +174,7 @@ def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = Non
     # Data order depends on (problem, options, seed) only: every estimator sees the same batches.
     data_generator = make_generator(derive_seed("data", cell.problem, cell.options, cell.seed), torch.device("cpu"))
     generators = {"noise": generator, "variance": variance_generator, "data": data_generator}
-    deterministic = ESTIMATORS[cell.estimator].evals_per_sample is None
+    deterministic = cell.estimator_class.evals_per_sample is None
     watch, series, status, reason = Stopwatch(device), [], "done", None
     objective, evaluation, first = math.nan, {}, 1
     saved = checkpoint.load() if checkpoint else None

@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from tqdm import tqdm
 
 from dgbench.errors import Interrupted, Terminated
-from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import run_cell
 from dgbench.harness.checkpoints import remove_checkpoint
 from dgbench.harness.local_backend import (
@@ -46,6 +45,16 @@ def prepare_data(cells: list[Cell]) -> None:
             PROBLEMS[problem].prepare_data(json.loads(options))
         except DataUnavailable as err:
             raise DataUnavailable(f"{problem}: {err}") from None
+
+
+def _capabilities(cell: Cell) -> dict:
+    """What the cell's estimator declares; a suite variant is its estimator's declaration
+    under the variant's id, with its hyperparameters."""
+    info = cell.estimator_class.capabilities()
+    if cell.variant_of:
+        info.update(id=cell.estimator, variant_of=cell.variant_of,
+                    hyperparameters={**info["hyperparameters"], **cell.hyperparameters})
+    return info
 
 
 def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str, progress: bool = True,
@@ -92,7 +101,7 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
                                 previously_killed=killed, in_process=in_process)
 
         store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
-                            {c.estimator: ESTIMATORS[c.estimator].capabilities() for c in cells})
+                            {c.estimator: _capabilities(c) for c in cells})
         store.add_suite_cells(c.key for c in cells)
         run_id = store.start_run(time.time(), info)
         counts = run_cells(cells, store, run_id, runner, device=device, progress=progress)

@@ -25,6 +25,8 @@ the per-step budget and the settings of the two cell kinds::
     [estimators]
     include = "all"     # or a list of ids
     hyperparameters = { gumbel-softmax = { temperature = 0.5 } }
+    # more configurations of one estimator, each under an id of its own (the budget sets samples):
+    variants = { sf-ema = { estimator = "score-function", baseline = "ema" } }
 
 Compatibility of each (problem, estimator) pair is decided from declared capabilities;
 incompatible pairs become ``skipped`` cells with their reason, never silent omissions.
@@ -65,14 +67,19 @@ class Cell:
     seed: int
     settings: dict[str, Any]
     skip_reason: str | None = None
+    variant_of: str | None = None  # ``estimator`` is a suite variant of this registered estimator
+
+    @property
+    def estimator_class(self) -> type[Estimator]:
+        return ESTIMATORS[self.variant_of or self.estimator]
 
     @property
     def key(self) -> str:
         """Stable identity of the cell: a hash of everything that defines its result."""
-        blob = json.dumps(
-            [self.kind, self.problem, self.options, self.estimator, self.hyperparameters, self.seed, self.settings],
-            sort_keys=True, default=str,
-        )
+        parts = [self.kind, self.problem, self.options, self.estimator, self.hyperparameters, self.seed, self.settings]
+        if self.variant_of:
+            parts.append({"variant_of": self.variant_of})
+        blob = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -87,6 +94,7 @@ class Suite:
     problems: list[dict[str, Any]]
     estimators: list[str]
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)  # variant id -> the registered estimator it configures
     source: str = ""
     cell_timeout: float | None = None  # seconds a cell may run (local backend); None: the default
 
@@ -133,6 +141,25 @@ def _check_training(table: Any, where: str) -> dict:
         raise SuiteError(f"{where}.optimizer must be 'adam' or 'sgd', got {table['optimizer']!r}")
     if isinstance(table["lr"], bool) or not isinstance(table["lr"], (int, float)) or table["lr"] <= 0:
         raise SuiteError(f"{where}.lr must be a positive number, got {table['lr']!r}")
+    return table
+
+
+def _check_variants(table: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``{new id: {estimator = registered id, hyperparameter = value, ...}}``."""
+    _check_keys(table, set(table) if isinstance(table, dict) else set(), where)
+    for vid, spec in table.items():
+        if vid in ESTIMATORS:
+            raise SuiteError(f"{where}.{vid}: a variant needs an id of its own, not a registered estimator's")
+        if not isinstance(spec, dict) or spec.get("estimator") not in ESTIMATORS:
+            got = spec.get("estimator") if isinstance(spec, dict) else spec
+            raise SuiteError(f"{where}.{vid}.estimator: unknown estimator {got!r} (valid: {', '.join(ESTIMATORS)})")
+        cls = ESTIMATORS[spec["estimator"]]
+        _check_keys(spec, {"estimator", *cls.default_hyperparameters()}, f"{where}.{vid}")
+        try:  # the constructor's own checks, on a node it supports
+            cls("bernoulli" if cls.supports("bernoulli") else "categorical",
+                **{k: v for k, v in spec.items() if k != "estimator"})
+        except (TypeError, ValueError) as err:
+            raise SuiteError(f"{where}.{vid}: {err}") from None
     return table
 
 
@@ -183,10 +210,10 @@ def parse_suite(text: str, origin: str) -> Suite:
                     raise SuiteError(f"{where}.{kind}: the suite has no [{kind}] table to override")
                 check({**base, **_check_keys(spec[kind], set(base), f"{where}.{kind}")}, f"{where}.{kind}")
 
-    est = _check_keys(data["estimators"], {"include", "hyperparameters"}, f"{origin}: estimators")
+    est = _check_keys(data["estimators"], {"include", "hyperparameters", "variants"}, f"{origin}: estimators")
     include = est.get("include", "all")
-    ids = list(ESTIMATORS) if include == "all" else include
-    if not isinstance(ids, list) or not ids:
+    ids = [e for e, cls in ESTIMATORS.items() if cls.include_in_all] if include == "all" else include
+    if not isinstance(ids, list) or (not ids and not est.get("variants")):
         raise SuiteError(f"{origin}: estimators.include must be \"all\" or a non-empty list of ids")
     for eid in ids:
         if eid not in ESTIMATORS:
@@ -194,11 +221,14 @@ def parse_suite(text: str, origin: str) -> Suite:
     hyper = _check_keys(est.get("hyperparameters", {}), set(ESTIMATORS), f"{origin}: estimators.hyperparameters")
     for eid, values in hyper.items():
         _check_keys(values, set(ESTIMATORS[eid].default_hyperparameters()), f"{origin}: estimators.hyperparameters.{eid}")
+    variants = _check_variants(est.get("variants", {}), f"{origin}: estimators.variants")
+    ids = ids + [v for v in variants if v not in ids]
+    hyper = {**hyper, **{v: {k: x for k, x in spec.items() if k != "estimator"} for v, spec in variants.items()}}
 
     return Suite(
         name=str(data["name"]), description=str(data.get("description", "")), seeds=seeds, budget=budget,
         gradstats=gradstats, training=training, problems=problems, estimators=ids, hyperparameters=hyper,
-        source=text, cell_timeout=None if cell_timeout is None else float(cell_timeout),
+        variants={v: spec["estimator"] for v, spec in variants.items()}, source=text, cell_timeout=None if cell_timeout is None else float(cell_timeout),
     )
 
 
@@ -216,7 +246,8 @@ def load_suite(name_or_path: str) -> Suite:
     raise SuiteError(f"unknown suite {name_or_path!r} (valid: {', '.join(available_suites())}, or a .toml file)")
 
 
-def samples_for_budget(cls: type[Estimator], budget: dict[str, int]) -> tuple[int | None, str | None]:
+def samples_for_budget(cls: type[Estimator], budget: dict[str, int],
+                       hyperparameters: dict[str, Any] | None = None) -> tuple[int | None, str | None]:
     """Samples per estimate under the budget, or None with the reason it cannot be met."""
     if cls.evals_per_sample is None:  # `exact`: an oracle, outside any budget
         return None, None
@@ -228,8 +259,9 @@ def samples_for_budget(cls: type[Estimator], budget: dict[str, int]) -> tuple[in
         samples = (budget["evals"] - cls.extra_evals) // cls.evals_per_sample
     if not cls.multi_sample:
         samples = min(samples, 1)
-    if samples < cls.min_samples:
-        return None, f"budget {budget} allows {samples} sample(s); the estimator needs at least {cls.min_samples}"
+    least = cls.min_samples_for(hyperparameters or {})
+    if samples < least:
+        return None, f"budget {budget} allows {samples} sample(s); the estimator needs at least {least}"
     return samples, None
 
 
@@ -268,13 +300,14 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
         for eid in suite.estimators:
             if estimators and eid not in estimators:
                 continue
-            ecls = ESTIMATORS[eid]
+            base = suite.variants.get(eid)
+            ecls = ESTIMATORS[base or eid]
             hyper = dict(suite.hyperparameters.get(eid, {}))
             reason = incompatibility(pcls, ecls, spec["options"])
             if reason is None and ecls.multi_sample_bound:
                 hyper["samples"] = pcls.bound_size(spec["options"])
             elif reason is None:
-                samples, reason = samples_for_budget(ecls, suite.budget)
+                samples, reason = samples_for_budget(ecls, suite.budget, hyper)
                 if samples is not None and "samples" in ecls.default_hyperparameters():
                     hyper["samples"] = samples
             for seed in range(seeds or suite.seeds):
@@ -283,5 +316,5 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
                     if why is None and kind == "gradstats" and ecls.evals_per_sample is None:
                         why = "deterministic reference: zero variance, its gradient is the exact one"
                     cells.append(Cell(kind, spec["id"], dict(spec["options"]), eid, hyper, seed,
-                                      {**settings, "budget": suite.budget}, why))
+                                      {**settings, "budget": suite.budget}, why, base))
     return cells

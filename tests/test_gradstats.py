@@ -55,7 +55,7 @@ def test_chunking_does_not_change_the_distribution_shape():
 def test_replicated_gradients_leave_estimator_mode_and_state_alone():
     est = ESTIMATORS["reinforce-ema"]("bernoulli").train()
     replicated_gradients(LinearLogits(), est, 10, make_generator(0))
-    assert est.training and int(est.updates) == 0
+    assert est.training and int(est.part.updates) == 0
 
 
 def test_summary_matches_numpy():

@@ -37,7 +37,7 @@ def test_every_estimator_runs_or_is_skipped_with_a_reason_on_every_problem(tmp_p
     suite.write_text(
         'name = "matrix"\nseeds = 1\n[budget]\nevals = 4\n[gradstats]\nreplicas = 4\n'
         '[training]\nsteps = 3\nlr = 0.001\nlog_every = 1\neval_every = 3\nvariance_every = 3\nvariance_replicas = 2\n'
-        + "\n".join(entries) + '\n[estimators]\ninclude = "all"\n'
+        + "\n".join(entries) + f'\n[estimators]\ninclude = {json.dumps(list(ESTIMATORS))}\n'
     )
     code = main(["run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"])
     db = sqlite3.connect(tmp_path / "out" / "results.db")

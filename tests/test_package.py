@@ -133,3 +133,14 @@ def test_the_wheel_installs_only_the_dgbench_package(tmp_path):
     assert tops == {"dgbench", next(t for t in tops if t.endswith(".dist-info"))}, tops
     names = zipfile.ZipFile(wheel).namelist()
     assert "dgbench/estimators/disarm.py" in names and "dgbench/harness/suites/quick.toml" in names
+
+
+def test_no_estimator_module_shadows_a_name_the_package_exports():
+    """An estimator module named like an exported helper (``score_function``) would replace
+    it on the package once the registry imports every module."""
+    import types
+
+    import dgbench.estimators as package
+
+    for name in package.__all__:
+        assert not isinstance(getattr(package, name), types.ModuleType), name

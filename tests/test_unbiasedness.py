@@ -45,8 +45,8 @@ def build(eid, node, seed=7):
     est = ESTIMATORS[eid](node).eval()
     if eid == "reinforce-ema":
         g = torch.Generator().manual_seed(seed)
-        est.average.fill_(float(torch.randn((), generator=g, dtype=torch.float64)) * 3)
-        est.updates.fill_(5)
+        est.part.average.fill_(float(torch.randn((), generator=g, dtype=torch.float64)) * 3)
+        est.part.updates.fill_(5)
     randomize_learned_parts(est, node, seed)
     return est.eval()
 
