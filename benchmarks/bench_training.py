@@ -116,8 +116,7 @@ class TrackedStatistics:
     timeout = 300
 
     def _stats(self, problem, estimator):
-        torch.manual_seed(0)
-        p = PROBLEMS[problem](**TRACKED_PROBLEMS[problem])
+        p = PROBLEMS[problem](**TRACKED_PROBLEMS[problem], generator=torch.Generator().manual_seed(0))
         exact = torch.cat([g.reshape(-1) for g in exact_objective_and_gradient(p)[1].values()])
         estimators = node_estimators(p, ESTIMATORS[estimator], {}, torch.device("cpu"))
         return summarise(replicated_gradients(p, estimators, 2000, make_generator(0)), exact)

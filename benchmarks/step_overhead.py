@@ -27,8 +27,7 @@ import torch
 
 from benchmarks import reference_steps
 from dgbench.estimators import ESTIMATORS
-from dgbench.harness.cells import materialize, node_estimators, train_step
-from dgbench.problems import PROBLEMS
+from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
 from dgbench.problems.data import DataUnavailable
 
 Step = Callable[[], None]
@@ -37,8 +36,7 @@ NO_ESTIMATOR_TARGETS = ("reinforce", "rloo", "disarm")
 
 def build_problem(problem_id: str, options: dict | None = None, seed: int = 0) -> torch.nn.Module:
     """A fresh ``problem_id``, initialised from ``seed``."""
-    torch.manual_seed(seed)
-    return PROBLEMS[problem_id](**(options or {}))
+    return make_problem(problem_id, options or {}, seed, torch.device("cpu"))
 
 
 def build_dgbench_step(problem_id: str, eid: str, options: dict | None = None, seed: int = 0) -> tuple[Step, torch.nn.Module]:
@@ -46,7 +44,7 @@ def build_dgbench_step(problem_id: str, eid: str, options: dict | None = None, s
     problem = build_problem(problem_id, options, seed)
     estimators = node_estimators(problem, ESTIMATORS[eid], {}, torch.device("cpu"))
     materialize(problem, estimators, torch.Generator().manual_seed(seed + 1))
-    optimizer = torch.optim.Adam(list(problem.parameters()) + list(estimators.parameters()), lr=1e-4)
+    optimizer = make_optimizer("adam", list(problem.parameters()) + list(estimators.parameters()), 1e-4, torch.device("cpu"))
     generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
 
     def step() -> None:
@@ -59,7 +57,7 @@ def build_reference_step(problem: torch.nn.Module, eid: str, seed: int = 0) -> S
     """``eid``'s hand-written step (or ``plain``) on a copy of ``problem``'s parameters."""
     model = reference_steps.LinearVAE(problem)
     reference, own = reference_steps.make_reference(eid, model)
-    optimizer = torch.optim.Adam(model.parameters() + own, lr=1e-4)
+    optimizer = make_optimizer("adam", model.parameters() + own, 1e-4, torch.device("cpu"))
     generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
     data, batch = problem._train_inputs, problem._batch_size
     state = {"order": torch.randperm(data.shape[0], generator=data_generator), "position": 0}

@@ -141,6 +141,23 @@ def stored_suite(directory: Path) -> dict[str, str]:
         db.close()
 
 
+def stored_progress(directory: Path) -> tuple[set[str], dict[str, float]]:
+    """Keys of the finished cells of ``directory`` and the seconds every stored cell ran
+    (read-only; empty where there is no database)."""
+    path = Path(directory) / DB_NAME
+    if not path.is_file():
+        return set(), {}
+    db = _read_only(path)
+    try:
+        finished = {k for (k,) in db.execute("SELECT key FROM cells WHERE status != 'failed'")}
+        seconds = dict(db.execute("SELECT key, finished - started FROM cells WHERE started IS NOT NULL AND finished IS NOT NULL"))
+    except sqlite3.Error as err:
+        raise StoreError(f"{path} is not a readable dgbench results database ({err})") from None
+    finally:
+        db.close()
+    return finished, seconds
+
+
 def stored_last_provenance(directory: Path) -> dict[str, Any]:
     """The provenance of the last run recorded in ``directory`` ({} when none)."""
     path = directory / DB_NAME
@@ -285,6 +302,11 @@ class ResultStore:
             if isinstance(err, sqlite3.Error):
                 raise StoreError(f"could not write {self.path}: {err}") from err
             raise
+
+    def durations(self) -> dict[str, float]:
+        """Seconds each stored cell ran (any status), by key."""
+        return dict(self.db.execute("SELECT key, finished - started FROM cells "
+                                    "WHERE started IS NOT NULL AND finished IS NOT NULL"))
 
     def failed_keys(self, reason_prefix: str) -> set[str]:
         """Keys of failed cells whose reason starts with ``reason_prefix``."""

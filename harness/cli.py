@@ -31,9 +31,10 @@ from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.gradcheck import DTYPES, gradcheck
 from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
-from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, DEFAULT_CHECKPOINT_SECONDS
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
 from dgbench.harness.options import OptionError, parse_assignments
-from dgbench.harness.run import run, summary_line
+from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
+from dgbench.harness.run import plan_line, run, summary_line
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import PROBLEMS
 
@@ -124,7 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   seeds=args.seeds, workers=args.workers, device=args.device, backend=args.backend,
                   scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
                   update_suite=args.update_suite, cell_timeout=args.cell_timeout,
-                  checkpoint_every=args.checkpoint_every, in_process=args.in_process)
+                  checkpoint_every=args.checkpoint_every, in_process=args.in_process, dry_run=args.dry_run)
+    if args.dry_run:
+        print(plan_line(summary))
+        return 0
     print(summary_line(summary))
     return 1 if summary.failed else 0
 
@@ -234,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--checkpoint-every", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="SECONDS",
                        help=f"training cells save a checkpoint this often (default {DEFAULT_CHECKPOINT_SECONDS:g}; "
                             "local backend); a rerun continues from it")
+    p_run.add_argument("--dry-run", action="store_true",
+                       help="compute nothing: print the number of cells and an estimate of their time")
     p_run.add_argument("--in-process", action="store_true",
                        help="run cells in this process, one at a time (for a debugger; no timeout, no crash isolation)")
     p_run.add_argument("--out", help="results directory (default results/SUITE)")

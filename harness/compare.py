@@ -21,6 +21,7 @@ from dgbench.estimators.plugin import resolve_estimator
 from dgbench.estimators.registry import register
 from dgbench.harness.execution import execute
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
+from dgbench.harness.references import DIRECTORY as REFERENCES
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.suites import expand, load_suite
 from dgbench.store import DB_NAME, StoreError, stored_last_provenance, stored_suite
@@ -59,6 +60,8 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
         reused, why = _reference_status(reference, suite.name, suite.digest)
         if reused:
             shutil.copyfile(reference / DB_NAME, out / DB_NAME)
+            if (reference / REFERENCES).is_dir():  # the shared reference gradients too
+                shutil.copytree(reference / REFERENCES, out / REFERENCES, dirs_exist_ok=True)
     store, _ = open_results(out, suite)
     before = store.finished_keys() & {c.key for c in cells}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -57,6 +58,43 @@ class Stopwatch:
         finally:
             synchronize(self.device)
             self.seconds += time.perf_counter() - start
+
+
+class EventStopwatch:
+    """Elapsed seconds of the timed blocks from CUDA events: no host sync per block; the
+    events are read (one sync) when :attr:`seconds` is asked for, at logging strides."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._settled = 0.0
+        self._pending: list[tuple[Any, Any]] = []
+
+    @contextmanager
+    def time(self) -> Iterator[None]:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        try:
+            yield
+        finally:
+            end.record()
+            self._pending.append((start, end))
+
+    @property
+    def seconds(self) -> float:
+        if self._pending:
+            self._pending[-1][1].synchronize()
+            self._settled += sum(start.elapsed_time(end) for start, end in self._pending) / 1000.0
+            self._pending = []
+        return self._settled
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self._pending, self._settled = [], value
+
+
+def stopwatch(device: torch.device) -> Stopwatch | EventStopwatch:
+    """CUDA events on a GPU (no sync per step), synchronised wall-clock time elsewhere."""
+    return EventStopwatch(device) if device.type == "cuda" else Stopwatch(device)
 
 
 def reset_peak_memory(device: torch.device) -> None:

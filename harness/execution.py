@@ -16,20 +16,16 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
+import torch
 from tqdm import tqdm
 
 from dgbench.errors import Interrupted, Terminated
 from dgbench.harness.cells import run_cell
 from dgbench.harness.checkpoints import remove_checkpoint
-from dgbench.harness.local_backend import (
-    DEFAULT_CELL_TIMEOUT,
-    DEFAULT_CHECKPOINT_SECONDS,
-    WORKER_DIED,
-    Checkpointing,
-    run_cells_local,
-    threads_per_worker,
-)
+from dgbench.harness.costs import estimate, longest_first
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WORKER_DIED, run_cells_local, threads_per_worker
 from dgbench.harness.provenance import provenance
+from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS, ResultFiles
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
 from dgbench.store import ResultStore
@@ -90,14 +86,14 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
                 dask_backend.run_cells_dask(runnable, record, client, device=device, threads=threads, plugins=plugins,
                                             data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=retries)
         else:
-            checkpoints = Checkpointing(store.directory, checkpoint_every)
+            files = ResultFiles(store.directory, checkpoint_every)
             killed = store.failed_keys(WORKER_DIED)
             info.update(cell_timeout=cell_timeout, retries=retries, in_process=in_process)
 
             def runner(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
                 runnable = sorted(runnable, key=lambda c: c.key in killed)  # cells that killed a worker last
                 run_cells_local(runnable, record, workers=workers, device=device, plugins=plugins,
-                                cell_timeout=cell_timeout, retries=retries, checkpoints=checkpoints,
+                                cell_timeout=cell_timeout, retries=retries, files=files,
                                 previously_killed=killed, in_process=in_process)
 
         store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
@@ -140,7 +136,7 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
             else:
                 runnable.append(cell)
         if runnable:
-            runner(runnable, record)
+            runner(longest_first(runnable, estimate(runnable, torch.device(device), store.durations())), record)
     except (KeyboardInterrupt, Terminated) as err:
         signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
         raise Interrupted(signum, sum(counts.values())) from None

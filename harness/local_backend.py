@@ -31,20 +31,16 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from dgbench.harness.cells import run_cell
-from dgbench.harness.checkpoints import Checkpoint, checkpoint_path
+from dgbench.harness.result_files import ResultFiles, run_with_files
 from dgbench.harness.suites import Cell
 from dgbench.harness.worker_process import worker_main
 
 DEFAULT_CELL_TIMEOUT = 3600.0
-DEFAULT_CHECKPOINT_SECONDS = 60.0
 WORKER_DIED = "the worker running this cell died"
 JOIN_SECONDS = 5.0
 
@@ -68,17 +64,6 @@ def death_cause(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
-@dataclass
-class Checkpointing:
-    """Where training cells keep their checkpoints, and how often they write them."""
-
-    directory: Path
-    every_seconds: float = DEFAULT_CHECKPOINT_SECONDS
-
-    def path(self, cell: Cell) -> str | None:
-        return str(checkpoint_path(self.directory, cell.key)) if cell.kind == "train" else None
-
-
 class _Worker:
     def __init__(self, context: Any, threads: int, plugins: tuple[str, ...]) -> None:
         self.conn, child = context.Pipe()
@@ -87,19 +72,28 @@ class _Worker:
         self.process.start()
         child.close()
         self.cell: Cell | None = None
-        self.started = 0.0
+        self.started: float | None = None  # when the worker began the cell
 
-    def assign(self, cell: Cell, device: str, checkpoints: Checkpointing | None) -> None:
-        path = checkpoints.path(cell) if checkpoints else None
-        self.conn.send((cell, device, path, checkpoints.every_seconds if checkpoints else 0.0))
-        self.cell, self.started = cell, time.monotonic()
+    def assign(self, cell: Cell, device: str, files: ResultFiles | None) -> None:
+        self.conn.send((cell, device, files))
+        self.cell, self.started = cell, None
 
     def result(self) -> dict[str, Any] | None:
-        """The finished cell's result if one has arrived (None: none, or the pipe broke)."""
+        """The finished cell's result if one has arrived (None: none yet, or the pipe
+        broke); notes when the worker started the cell."""
         try:
-            return self.conn.recv() if self.conn.poll() else None
+            while self.conn.poll():
+                kind, payload = self.conn.recv()
+                if kind == "started":
+                    self.started = time.monotonic()
+                else:
+                    return payload
         except (EOFError, OSError):
             return None
+        return None
+
+    def overdue(self, timeout: float | None) -> bool:
+        return bool(timeout) and self.started is not None and time.monotonic() - self.started > timeout
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -118,15 +112,13 @@ class _Worker:
 
 def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, workers: int, device: str,
                     plugins: tuple[str, ...] = (), cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
-                    retries: int = 2, checkpoints: Checkpointing | None = None,
+                    retries: int = 2, files: ResultFiles | None = None,
                     previously_killed: set[str] = frozenset(), in_process: bool = False) -> None:
     """Run ``cells`` and ``record`` each result as it arrives (any order with several workers)."""
     if in_process:
         torch.set_num_threads(threads_per_worker(1))
         for cell in cells:
-            path = checkpoints.path(cell) if checkpoints else None
-            record(cell, run_cell(cell, device, Checkpoint(Path(path), cell.key, checkpoints.every_seconds)
-                                  if path else None))
+            record(cell, run_with_files(cell, device, files))
         return
     deaths = Counter({key: 1 for key in previously_killed})  # counts against --retries
     attempts: Counter[str] = Counter()
@@ -145,12 +137,13 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
                 pool.append(_Worker(context, threads, tuple(plugins)))
             for worker in pool:
                 if worker.cell is None and queue:
-                    worker.assign(queue.popleft(), device, checkpoints)
+                    worker.assign(queue.popleft(), device, files)
                     attempts[worker.cell.key] += 1
             busy = [w for w in pool if w.cell is not None]
             wait_for = 1.0
             if cell_timeout:
-                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout - time.monotonic() for w in busy]))
+                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout - time.monotonic() for w in busy
+                                                      if w.started is not None]))
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for)
             for worker in busy:
                 cell = worker.cell
@@ -171,7 +164,7 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
                     else:
                         record(cell, {"status": "failed", "reason": f"{WORKER_DIED} ({cause}); "
                                                                     f"{attempts[cell.key]} attempt(s) in this run"})
-                elif cell_timeout and time.monotonic() - worker.started > cell_timeout:
+                elif worker.overdue(cell_timeout):
                     worker.kill()
                     pool.remove(worker)
                     record(cell, {"status": "failed", "reason": f"timeout after {cell_timeout:g} s (--cell-timeout); "

@@ -16,11 +16,12 @@ from pathlib import Path
 from dgbench.errors import UsageError
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.execution import execute, prepare_data
-from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, DEFAULT_CHECKPOINT_SECONDS
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
 from dgbench.harness.provenance import git_commit
+from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
 from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite
 from dgbench.problems.data import DataUnavailable
-from dgbench.store import DB_NAME, ResultStore, StoreError, stored_suite
+from dgbench.store import DB_NAME, ResultStore, StoreError, stored_progress, stored_suite
 
 
 @dataclass
@@ -96,12 +97,14 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         estimators: list[str] | None = None, seeds: int | None = None, workers: int = 1, device: str = "cpu",
         backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False,
         update_suite: bool = False, cell_timeout: float | None = None,
-        checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False) -> RunSummary:
+        checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False,
+        dry_run: bool = False) -> RunSummary | Plan:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
     Cells already finished there are kept (failed ones are retried, those that killed
     their worker last). ``cell_timeout``: seconds a cell may run (default: the suite's
-    ``cell_timeout``, else 3600; local backend). Raises :class:`UsageError` on bad input,
+    ``cell_timeout``, else 3600; local backend). ``dry_run``: compute nothing, return the
+    :class:`Plan` (cells and estimated time). Raises :class:`UsageError` on bad input,
     before anything is computed, and :class:`dgbench.errors.Interrupted` when stopped by
     Ctrl-C or SIGTERM (finished cells are stored; run again to resume).
     """
@@ -136,6 +139,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
               "for cores and their timings are inflated (the run's provenance records it)", file=sys.stderr)
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
+    if dry_run:
+        return plan(definition.name, cells, out, workers, device)
     store, notes = open_results(out, definition, update_suite)
     for note in notes:
         print(f"dgbench: note: {note}", file=sys.stderr)
@@ -152,6 +157,67 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     finally:
         store.close()
     return RunSummary(definition.name, out, len(cells), already, counts, totals, notes)
+
+
+@dataclass
+class Plan:
+    """What a run would do: its cells and their estimated time (:mod:`dgbench.harness.costs`)."""
+
+    suite: str
+    cells: int
+    skipped: int
+    already_finished: int
+    workers: int
+    seconds: dict[str, float]  # estimated seconds of each cell to run, by key
+    longest: list[tuple[str, float]]  # the longest cells, described
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    @property
+    def wall_seconds(self) -> float:
+        """With ``workers`` workers: at least the longest cell, at best the total split evenly."""
+        return max(self.cpu_seconds / self.workers, max(self.seconds.values(), default=0.0))
+
+
+def plan(name: str, cells: list[Cell], out: Path, workers: int, device: str) -> Plan:
+    """The cells ``run`` would compute in ``out`` and their estimated seconds, timed at
+    the thread count each worker would get."""
+    import torch
+
+    from dgbench.harness.costs import estimate
+    from dgbench.harness.local_backend import threads_per_worker
+
+    try:
+        finished, measured = stored_progress(out)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    todo = [c for c in cells if c.key not in finished and not c.skip_reason]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_worker(workers))
+    try:
+        seconds = estimate(todo, torch.device(device), measured)
+    finally:
+        torch.set_num_threads(threads)
+    by_key = {c.key: c for c in todo}
+    longest = [(f"{by_key[k].kind} {by_key[k].estimator} on {by_key[k].problem} (seed {by_key[k].seed})", s)
+               for k, s in sorted(seconds.items(), key=lambda item: -item[1])[:3]]
+    return Plan(name, len(cells), sum(1 for c in cells if c.skip_reason),
+                sum(1 for c in cells if c.key in finished), min(workers, max(1, len(todo))), seconds, longest)
+
+
+def plan_line(p: Plan) -> str:
+    def minutes(seconds: float) -> str:
+        if seconds < 1:
+            return "under 1 s"
+        return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+    longest = "; ".join(f"{what}: {minutes(s)}" for what, s in p.longest)
+    return (f"{p.suite}: {p.cells} cells ({p.skipped} skipped, {p.already_finished} already finished), "
+            f"{len(p.seconds)} to run: about {minutes(p.cpu_seconds)} of cell time, about {minutes(p.wall_seconds)} "
+            f"with {p.workers} worker(s) (an estimate from timing a few steps of each problem)"
+            + (f"; longest: {longest}" if longest else ""))
 
 
 def summary_line(summary: RunSummary) -> str:

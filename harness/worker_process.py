@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 WATCHDOG_SECONDS = 1.0
@@ -40,14 +39,13 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def worker_main(conn: Connection, parent_pid: int, threads: int, plugins: tuple[str, ...]) -> None:
-    """Serve ``(cell, device, checkpoint_path, checkpoint_seconds)`` requests until ``None`` or EOF."""
+    """Serve ``(cell, device, result_files)`` requests until ``None`` or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid)
     import torch
 
     from dgbench.estimators.plugin import register_plugins
-    from dgbench.harness.cells import run_cell
-    from dgbench.harness.checkpoints import Checkpoint
+    from dgbench.harness.result_files import run_with_files
 
     torch.set_num_threads(threads)
     register_plugins(plugins)
@@ -58,6 +56,6 @@ def worker_main(conn: Connection, parent_pid: int, threads: int, plugins: tuple[
             return
         if request is None:
             return
-        cell, device, checkpoint_path, checkpoint_seconds = request
-        checkpoint = Checkpoint(Path(checkpoint_path), cell.key, checkpoint_seconds) if checkpoint_path else None
-        conn.send(run_cell(cell, device, checkpoint))
+        cell, device, files = request
+        conn.send(("started", None))  # the cell's time limit counts from here, not from the worker's start
+        conn.send(("result", run_with_files(cell, device, files)))

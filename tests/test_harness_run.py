@@ -138,7 +138,7 @@ def test_gradstats_cells_are_identical_across_worker_counts(tmp_path):
 def test_failing_cell_is_recorded_with_traceback_and_matrix_continues(tmp_path, monkeypatch):
     from dgbench.harness import cells as cells_module
 
-    def boom(cell, device):
+    def boom(cell, device, **files):
         raise RuntimeError("injected failure")
 
     monkeypatch.setitem(cells_module.RUNNERS, "gradstats", boom)

@@ -158,12 +158,12 @@ def test_a_hanging_cell_times_out_and_the_rest_finishes(tmp_path):
     out = tmp_path / "out"
     started = time.monotonic()
     result = dgbench("compare", plugin, "--suite", suite, "--out", out, "--reference", tmp_path / "none",
-                     "--workers", "2", "--quiet", "--cell-timeout", "4", timeout=120)
+                     "--workers", "2", "--quiet", "--cell-timeout", "6", timeout=120)
     assert result.returncode == 1, result.stderr
     assert time.monotonic() - started < 90
     failed = rows(out, "SELECT estimator, problem, reason FROM cells WHERE status = 'failed'")
     assert sorted((e, p) for e, p, _ in failed) == [("faulty", "bernoulli-toy")] * 2
-    assert all(r.startswith("timeout after 4 s") for _, _, r in failed)
+    assert all(r.startswith("timeout after 6 s") for _, _, r in failed)
     assert rows(out, "SELECT COUNT(*) FROM cells WHERE status = 'done'")[0][0] == 10
 
 

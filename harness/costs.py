@@ -1,0 +1,116 @@
+"""A cost model of cells: what ``dgbench run --dry-run`` prints, and the order cells are
+handed to workers (longest first, so that no long cell starts at the end of a run while
+the other workers idle).
+
+A cell's cost is measured where it can be (the run time of the same cell in an earlier
+run of the directory, e.g. one that failed or was interrupted) and otherwise predicted:
+each problem configuration is calibrated once by timing a few training steps of
+``reinforce`` with one sample and one evaluation, and a cell costs
+
+    train:      steps x step x e  +  evaluations x eval  +  variance checks x replicas x replica x e
+    gradstats:  replicas x replica x e
+
+with ``e`` the estimator's f-evaluations per estimate (its samples times evaluations per
+sample, plus any extra; an exact enumeration counts as 1), ``step`` the time of one
+training step and ``replica`` the time per replica of a vectorised batch of gradient
+estimates. It is a rough model (it ignores the shared reference gradient, computed once
+per configuration), meant to order cells and to tell a suite that fits a laptop from
+one that needs a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
+from dgbench.harness.gradstats import replicated_gradients
+from dgbench.harness.suites import Cell
+
+WARMUP, TIMED = 2, 5
+REPLICAS = 32
+
+
+@dataclass(frozen=True)
+class Calibration:
+    step_seconds: float  # one training step of reinforce with one sample
+    evaluation_seconds: float  # one evaluate()
+    replica_seconds: float  # one replica of a vectorised batch of reinforce estimates
+
+
+def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Calibration:
+    """Time a few training steps and one evaluation of ``problem`` (seed 0)."""
+    instance = make_problem(problem, options, 0, device)
+    estimators = node_estimators(instance, ESTIMATORS["reinforce"], {"samples": 1}, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    materialize(instance, estimators, generator)
+    optimizer = make_optimizer("adam", list(instance.parameters()) + list(estimators.parameters()), 1e-4, device)
+    data = torch.Generator().manual_seed(0)
+    for _ in range(WARMUP):
+        train_step(instance, estimators, optimizer, generator, data)
+    start = time.perf_counter()
+    for _ in range(TIMED):
+        train_step(instance, estimators, optimizer, generator, data)
+    step = (time.perf_counter() - start) / TIMED
+    start = time.perf_counter()
+    instance.evaluate()
+    evaluation = time.perf_counter() - start
+    replicated_gradients(instance, estimators, REPLICAS, generator)
+    start = time.perf_counter()
+    replicated_gradients(instance, estimators, REPLICAS, generator)
+    return Calibration(step, evaluation, (time.perf_counter() - start) / REPLICAS)
+
+
+def evaluations(cell: Cell) -> float:
+    cls = cell.estimator_class
+    if cls.evals_per_sample is None:
+        return 1.0
+    samples = cell.hyperparameters.get("samples", cls.default_hyperparameters().get("samples") or cls.min_samples)
+    return float(samples * cls.evals_per_sample + cls.extra_evals)
+
+
+def predicted_seconds(cell: Cell, calibration: Calibration) -> float:
+    s, e = cell.settings, evaluations(cell)
+    if cell.kind == "gradstats":
+        return s["replicas"] * calibration.replica_seconds * e
+    steps = s["steps"]
+    return (steps * calibration.step_seconds * e
+            + (steps // s["eval_every"] + 1) * calibration.evaluation_seconds
+            + steps // s["variance_every"] * s["variance_replicas"] * calibration.replica_seconds * e)
+
+
+def configuration(cell: Cell) -> tuple[str, str]:
+    return cell.problem, json.dumps(cell.options, sort_keys=True)
+
+
+def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float] | None = None) -> dict[str, float]:
+    """Predicted (or measured) seconds of every runnable cell, by key (calibrated on the
+    CPU where ``device`` is not on this machine, e.g. the GPUs of remote Dask workers)."""
+    measured = measured or {}
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")
+    calibrations: dict[tuple[str, str], Calibration] = {}
+    out = {}
+    for cell in cells:
+        if cell.skip_reason:
+            continue
+        if cell.key in measured:
+            out[cell.key] = measured[cell.key]
+            continue
+        config = configuration(cell)
+        if config not in calibrations:
+            try:
+                calibrations[config] = calibrate(cell.problem, cell.options, device)
+            except Exception:  # the cell itself will report what is wrong; here it only loses its place
+                calibrations[config] = Calibration(0.0, 0.0, 0.0)
+        out[cell.key] = predicted_seconds(cell, calibrations[config])
+    return out
+
+
+def longest_first(cells: list[Cell], seconds: dict[str, float]) -> list[Cell]:
+    return sorted(cells, key=lambda c: -seconds.get(c.key, 0.0))

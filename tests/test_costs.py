@@ -1,0 +1,51 @@
+"""The cost model: dry runs compute and write nothing, cells go to workers longest first,
+measured durations beat predictions."""
+
+from __future__ import annotations
+
+import torch
+
+from dgbench.harness.cli import main
+from dgbench.harness.costs import Calibration, estimate, longest_first, predicted_seconds
+from dgbench.harness.suites import expand, parse_suite
+from tests.test_harness_run import TINY
+
+
+def cells():
+    return [c for c in expand(parse_suite(TINY, "tiny")) if not c.skip_reason]
+
+
+def test_predictions_grow_with_steps_replicas_and_evaluations():
+    calibration = Calibration(step_seconds=1e-3, evaluation_seconds=1e-2, replica_seconds=1e-4)
+    by = {(c.kind, c.problem, c.estimator, c.seed): c for c in cells()}
+    train = by[("train", "bernoulli-toy", "reinforce", 0)]
+    assert predicted_seconds(train, calibration) > 0
+    longer = type(train)(**{**train.__dict__, "settings": {**train.settings, "steps": 10 * train.settings["steps"]}})
+    assert predicted_seconds(longer, calibration) > 5 * predicted_seconds(train, calibration)
+    # the budget gives rloo and disarm the same evaluations, reinforce as many samples
+    assert predicted_seconds(by[("gradstats", "bernoulli-toy", "disarm", 0)], calibration) == \
+        predicted_seconds(by[("gradstats", "bernoulli-toy", "rloo", 0)], calibration)
+
+
+def test_measured_durations_replace_predictions_and_order_the_cells():
+    todo = cells()
+    measured = {todo[0].key: 1000.0, todo[1].key: 500.0}
+    seconds = estimate(todo, torch.device("cpu"), measured)
+    assert seconds[todo[0].key] == 1000.0 and set(seconds) == {c.key for c in todo}
+    ordered = longest_first(todo, seconds)
+    assert ordered[:2] == todo[:2]
+    assert [seconds[c.key] for c in ordered] == sorted(seconds.values(), reverse=True)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY)
+    out = tmp_path / "never"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--dry-run", "--workers", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    all_cells = expand(parse_suite(TINY, "tiny"))
+    skipped = sum(1 for c in all_cells if c.skip_reason)
+    assert line.startswith(f"tiny: {len(all_cells)} cells ({skipped} skipped, 0 already finished), "
+                           f"{len(all_cells) - skipped} to run: about ")
+    assert "with 2 worker(s)" in line and "longest:" in line
+    assert not out.exists()
