@@ -3,11 +3,10 @@
     .venv/bin/python -m benchmarks.dask_scaling                       # quick suite, 1 vs 2 workers
     .venv/bin/python -m benchmarks.dask_scaling --suite smoke --workers 1,2 --json scaling.json
 
-Each run is ``dgbench run --backend dask --workers N`` into a fresh temporary directory
-(LocalCluster start-up included, as a user sees it), one after the other. It prints the
-wall time of each and the speed-up over the first. A LocalCluster splits the cores among
-its workers like the local backend: 1 worker gets every core's threads, 2 workers on 2
-cores get one thread each.
+Each run is ``dgbench run --backend dask --workers N --threads 1`` into a fresh temporary
+directory (LocalCluster start-up included, as a user sees it), one after the other. It
+prints the wall time of each and the speed-up over the first. Every configuration runs
+one thread per cell, so that the speed-up measures scheduling, not intra-op threads.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ def wall_time_of_run(suite: str, workers: int, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         proc = subprocess.run([dgbench, "run", "--suite", suite, "--backend", "dask", "--workers", str(workers),
-                               "--out", tmp, "--quiet", *extra], capture_output=True, text=True)
+                               "--threads", "1", "--out", tmp, "--quiet", *extra], capture_output=True, text=True)
         seconds = time.perf_counter() - start
     if proc.returncode not in (0, 1):  # 1: some cells failed, still a complete run
         raise SystemExit(f"dgbench run failed ({proc.returncode}): {proc.stderr.strip()}")

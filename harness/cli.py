@@ -125,7 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   seeds=args.seeds, workers=args.workers, device=args.device, backend=args.backend,
                   scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
                   update_suite=args.update_suite, cell_timeout=args.cell_timeout,
-                  checkpoint_every=args.checkpoint_every, in_process=args.in_process, dry_run=args.dry_run)
+                  checkpoint_every=args.checkpoint_every, in_process=args.in_process, dry_run=args.dry_run,
+                  threads=args.threads)
     if args.dry_run:
         print(plan_line(summary))
         return 0
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--checkpoint-every", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="SECONDS",
                        help=f"training cells save a checkpoint this often (default {DEFAULT_CHECKPOINT_SECONDS:g}; "
                             "local backend); a rerun continues from it")
+    p_run.add_argument("--threads", type=int, metavar="N",
+                       help="threads per worker (default: cores // workers; 1 on an external Dask cluster)")
     p_run.add_argument("--dry-run", action="store_true",
                        help="compute nothing: print the number of cells and an estimate of their time")
     p_run.add_argument("--in-process", action="store_true",

@@ -20,7 +20,7 @@ from dgbench.errors import UsageError
 from dgbench.estimators.plugin import resolve_estimator
 from dgbench.estimators.registry import register
 from dgbench.harness.execution import execute
-from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotStart
 from dgbench.harness.references import DIRECTORY as REFERENCES
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.suites import expand, load_suite
@@ -67,7 +67,7 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
     try:
         counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,),
                          cell_timeout=cell_timeout or suite.cell_timeout or DEFAULT_CELL_TIMEOUT)
-    except StoreError as err:
+    except (StoreError, WorkersCannotStart) as err:
         raise UsageError(str(err)) from None
     finally:
         store.close()

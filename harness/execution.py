@@ -56,7 +56,8 @@ def _capabilities(cell: Cell) -> dict:
 def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str, progress: bool = True,
             plugins: tuple[str, ...] = (), backend: str = "local", scheduler: str | None = None,
             retries: int = 2, cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
-            checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False) -> dict[str, int]:
+            checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False,
+            threads: int | None = None) -> dict[str, int]:
     """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status.
 
     ``backend="dask"`` runs the cells on the Dask cluster at ``scheduler``, or on a new
@@ -68,15 +69,18 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
     """
     if backend not in ("local", "dask"):
         raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
+    explicit_threads = threads is not None
     workers = min(workers, max(1, len(cells)))
+    threads = threads or threads_per_worker(1 if in_process else workers)
     with ExitStack() as stack:
-        info = provenance(device, workers, threads_per_worker(workers))
+        info = provenance(device, workers, threads)
         if backend == "dask":
             from dgbench.harness import dask_backend
 
-            # External workers run single-threaded cells (one per worker process); a
-            # LocalCluster splits this machine's cores like the local backend.
-            threads = 1 if scheduler else threads_per_worker(workers)
+            # External workers run single-threaded cells (one per worker process) unless told
+            # otherwise; a LocalCluster splits this machine's cores like the local backend.
+            if scheduler and not explicit_threads:
+                threads = 1
             client = stack.enter_context(dask_backend.session(scheduler, workers, threads))
             answers = dask_backend.check_workers(client, device)
             info.update(workers=len(answers), threads_per_worker=threads, backend="dask",
@@ -92,7 +96,7 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
 
             def runner(runnable: list[Cell], record: Callable[[Cell, dict], None]) -> None:
                 runnable = sorted(runnable, key=lambda c: c.key in killed)  # cells that killed a worker last
-                run_cells_local(runnable, record, workers=workers, device=device, plugins=plugins,
+                run_cells_local(runnable, record, workers=workers, threads=threads, device=device, plugins=plugins,
                                 cell_timeout=cell_timeout, retries=retries, files=files,
                                 previously_killed=killed, in_process=in_process)
 

@@ -41,8 +41,14 @@ from dgbench.harness.suites import Cell
 from dgbench.harness.worker_process import worker_main
 
 DEFAULT_CELL_TIMEOUT = 3600.0
+STARTUP_DEATHS = 3  # workers in a row that die before starting a cell: something is wrong with every worker
 WORKER_DIED = "the worker running this cell died"
 JOIN_SECONDS = 5.0
+
+
+class WorkersCannotStart(RuntimeError):
+    """Worker processes die before they start any cell (a plugin or device that fails in
+    every worker): stopping beats failing every cell several times over."""
 
 
 def threads_per_worker(workers: int) -> int:
@@ -73,8 +79,10 @@ class _Worker:
         child.close()
         self.cell: Cell | None = None
         self.started: float | None = None  # when the worker began the cell
+        self.served = False  # it has finished a cell
 
     def assign(self, cell: Cell, device: str, files: ResultFiles | None) -> None:
+        # `started` is None until the worker says it began the cell
         self.conn.send((cell, device, files))
         self.cell, self.started = cell, None
 
@@ -111,12 +119,13 @@ class _Worker:
 
 
 def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, workers: int, device: str,
+                    threads: int | None = None,
                     plugins: tuple[str, ...] = (), cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
                     retries: int = 2, files: ResultFiles | None = None,
                     previously_killed: set[str] = frozenset(), in_process: bool = False) -> None:
     """Run ``cells`` and ``record`` each result as it arrives (any order with several workers)."""
     if in_process:
-        torch.set_num_threads(threads_per_worker(1))
+        torch.set_num_threads(threads or threads_per_worker(1))
         for cell in cells:
             record(cell, run_with_files(cell, device, files))
         return
@@ -129,8 +138,9 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
         else:
             queue.append(cell)
     context = multiprocessing.get_context("spawn")
-    threads = threads_per_worker(workers)
+    threads = threads or threads_per_worker(workers)
     pool: list[_Worker] = []
+    startup_deaths = 0
     try:
         while queue or any(w.cell for w in pool):
             while queue and len(pool) < workers:
@@ -149,13 +159,24 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
                 cell = worker.cell
                 result = worker.result()
                 if result is not None:
-                    worker.cell = None
+                    worker.cell, worker.served = None, True
+                    startup_deaths = 0
                     record(cell, result)
                 elif not worker.process.is_alive():
                     worker.kill()
                     pool.remove(worker)
-                    deaths[cell.key] += 1
                     cause = death_cause(worker.process.exitcode)
+                    if worker.started is None and not worker.served:
+                        startup_deaths += 1
+                        if startup_deaths >= STARTUP_DEATHS:
+                            raise WorkersCannotStart(
+                                f"{startup_deaths} worker processes in a row died before running a cell ({cause}); "
+                                "rerun with --in-process to see the error")
+                        queue.appendleft(cell)  # not the cell's fault
+                        attempts[cell.key] -= 1
+                        continue
+                    startup_deaths = 0
+                    deaths[cell.key] += 1
                     if deaths[cell.key] <= retries:
                         print(f"dgbench: {WORKER_DIED} ({cell.kind}, {cell.estimator} on {cell.problem}, seed "
                               f"{cell.seed}): {cause}; it runs again at the end (retry {deaths[cell.key]} of {retries})",

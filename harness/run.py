@@ -16,7 +16,7 @@ from pathlib import Path
 from dgbench.errors import UsageError
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.execution import execute, prepare_data
-from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
+from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotStart
 from dgbench.harness.provenance import git_commit
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
 from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite
@@ -98,7 +98,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False,
         update_suite: bool = False, cell_timeout: float | None = None,
         checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False,
-        dry_run: bool = False) -> RunSummary | Plan:
+        dry_run: bool = False, threads: int | None = None) -> RunSummary | Plan:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
     Cells already finished there are kept (failed ones are retried, those that killed
@@ -121,6 +121,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         raise UsageError(f"--retries must be >= 0, got {retries}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
     for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):
         if value is not None and not value > 0:
             raise UsageError(f"{flag} must be a positive number of seconds, got {value}")
@@ -140,7 +142,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
     if dry_run:
-        return plan(definition.name, cells, out, workers, device)
+        return plan(definition.name, cells, out, workers, device, threads)
     store, notes = open_results(out, definition, update_suite)
     for note in notes:
         print(f"dgbench: note: {note}", file=sys.stderr)
@@ -150,9 +152,9 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     try:
         counts = execute(cells, store, workers=workers, device=device, progress=progress, backend=backend,
                          scheduler=scheduler, retries=retries, cell_timeout=cell_timeout,
-                         checkpoint_every=checkpoint_every, in_process=in_process)
+                         checkpoint_every=checkpoint_every, in_process=in_process, threads=threads)
         totals = store.counts()
-    except (DaskUnavailable, StoreError) as err:  # storage errors too: one line, exit status 2
+    except (DaskUnavailable, StoreError, WorkersCannotStart) as err:  # storage errors too: one line, exit status 2
         raise UsageError(str(err)) from None
     finally:
         store.close()
@@ -181,7 +183,7 @@ class Plan:
         return max(self.cpu_seconds / self.workers, max(self.seconds.values(), default=0.0))
 
 
-def plan(name: str, cells: list[Cell], out: Path, workers: int, device: str) -> Plan:
+def plan(name: str, cells: list[Cell], out: Path, workers: int, device: str, threads: int | None = None) -> Plan:
     """The cells ``run`` would compute in ``out`` and their estimated seconds, timed at
     the thread count each worker would get."""
     import torch
@@ -194,12 +196,12 @@ def plan(name: str, cells: list[Cell], out: Path, workers: int, device: str) -> 
     except StoreError as err:
         raise UsageError(str(err)) from None
     todo = [c for c in cells if c.key not in finished and not c.skip_reason]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads_per_worker(workers))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or threads_per_worker(workers))
     try:
         seconds = estimate(todo, torch.device(device), measured)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
     by_key = {c.key: c for c in todo}
     longest = [(f"{by_key[k].kind} {by_key[k].estimator} on {by_key[k].problem} (seed {by_key[k].seed})", s)
                for k, s in sorted(seconds.items(), key=lambda item: -item[1])[:3]]

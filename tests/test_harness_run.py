@@ -180,6 +180,7 @@ def test_divergence_is_recorded_with_its_step(monkeypatch):
         (["--suite", "smoke", "--seeds", "0"], "--seeds must be >= 1"),
         (["--suite", "smoke", "--workers", "0"], "--workers must be >= 1"),
         (["--suite", "smoke", "--cell-timeout", "0"], "--cell-timeout must be a positive number of seconds"),
+        (["--suite", "smoke", "--threads", "0"], "--threads must be >= 1"),
         (["--suite", "smoke", "--checkpoint-every", "-1"], "--checkpoint-every must be a positive number"),
         (["--suite", "smoke", "--in-process", "--backend", "dask"], "--in-process needs --backend local"),
     ],
@@ -363,3 +364,11 @@ def test_a_dead_workers_exit_status_is_named(exitcode, cause):
     from dgbench.harness.local_backend import death_cause
 
     assert death_cause(exitcode) == cause
+
+
+def test_threads_per_worker_can_be_set_and_the_provenance_records_them(tmp_path):
+    out = tmp_path / "res"
+    assert main(["run", "--suite", tiny(tmp_path), "--out", str(out), "--workers", "2", "--threads", "1", "--quiet",
+                 "--seeds", "1", "--estimators", "reinforce"]) == 0
+    provenance = json.loads(db_rows(out, "SELECT provenance FROM runs")[0][0])
+    assert provenance["threads_per_worker"] == 1 and provenance["workers"] == 2

@@ -268,3 +268,29 @@ def test_a_long_cell_killed_mid_way_resumes_from_its_checkpoint_with_the_same_se
     assert not list(checkpoints.glob("*")), "the checkpoint is removed once the cell is stored"
     provenance = json.loads(rows(cut, "SELECT provenance FROM runs ORDER BY run_id DESC")[0][0])
     assert provenance["cell_timeout"] == 3600
+
+
+BROKEN_IN_WORKERS = '''
+import multiprocessing, os
+if multiprocessing.current_process().name == "dgbench-worker":
+    os._exit(3)  # e.g. a library that cannot load in a worker process
+from dgbench.estimators.rloo import RLOO
+
+
+class BrokenInWorkers(RLOO):
+    id = "broken-in-workers"
+'''
+
+
+@pytest.mark.slow
+def test_workers_that_die_before_any_cell_stop_the_run_with_one_line(tmp_path):
+    suite, _ = write(tmp_path)
+    plugin = tmp_path / "broken.py"
+    plugin.write_text(BROKEN_IN_WORKERS)
+    started = time.monotonic()
+    result = dgbench("compare", plugin, "--suite", suite, "--out", tmp_path / "out", "--reference", tmp_path / "none",
+                     "--workers", "2", "--quiet", timeout=120)
+    assert result.returncode == 2 and time.monotonic() - started < 60
+    assert result.stderr.strip().splitlines()[-1] == (
+        "dgbench: error: 3 worker processes in a row died before running a cell (exited with status 3); "
+        "rerun with --in-process to see the error")
