@@ -49,7 +49,8 @@ def _capabilities(cell: Cell) -> dict:
     info = cell.estimator_class.capabilities()
     if cell.variant_of:
         info.update(id=cell.estimator, variant_of=cell.variant_of,
-                    hyperparameters={**info["hyperparameters"], **cell.hyperparameters})
+                    hyperparameters={**info["hyperparameters"], **cell.hyperparameters},
+                    variant_hyperparameters={k: v for k, v in cell.hyperparameters.items() if k != "samples"})
     return info
 
 

@@ -77,6 +77,15 @@ def group_of(results: Results, estimator: str) -> str:
     return results.estimators.get(estimator, {}).get("group", "other")
 
 
+def variant_label(results: Results, estimator: str) -> str:
+    """``variant of BASE (key=value, ...)`` for a suite variant; empty otherwise."""
+    info = results.estimators.get(estimator, {})
+    if not info.get("variant_of"):
+        return ""
+    settings = ", ".join(f"{k}={v}" for k, v in info.get("variant_hyperparameters", {}).items())
+    return f"variant of {info['variant_of']}" + (f" ({settings})" if settings else "")
+
+
 def declared_unbiased(results: Results, estimator: str) -> bool | None:
     return results.estimators.get(estimator, {}).get("unbiased")
 

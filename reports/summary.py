@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from dgbench.reports.leaderboard import Board, declared_unbiased, group_of, is_reference, score_specs
+from dgbench.reports.leaderboard import Board, declared_unbiased, group_of, is_reference, score_specs, variant_label
 from dgbench.reports.results import Results
 
 CONFIDENCE = 0.95
@@ -172,8 +172,10 @@ def config_tables(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
             mine = sub[sub["estimator"] == estimator].set_index("quantity")
             unbiased = declared_unbiased(results, estimator)
             declared = "" if unbiased is None else (" · declared unbiased" if unbiased else " · declared biased")
+            variant = variant_label(results, estimator)
             row = {"rank": "reference" if is_reference(results, estimator) else "",
-                   "estimator": f"{estimator}\n{group_of(results, estimator)}{declared}"}
+                   "estimator": f"{estimator}\n{group_of(results, estimator)}{declared}"
+                                + (f" · {variant}" if variant else "")}
             if board and board.score:
                 standing = board.by_score.get(estimator)
                 if standing:

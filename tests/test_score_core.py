@@ -112,6 +112,11 @@ def test_a_suite_crosses_baselines_as_variants_and_their_cells_equal_the_publish
     assert metrics["sf-none"] == metrics["reinforce"] and metrics["sf-loo"] == metrics["rloo"]
     assert metrics["sf-ema"] != metrics["reinforce"]
     assert '"variant_of": "score-function"' in catalog["sf-ema"] and '"decay": 0.5' in catalog["sf-ema"]
+    from dgbench.reports.build import build_report
+
+    build_report(out, ["md"])
+    markdown = (out / "report" / "summary.md").read_text()
+    assert "variant of score-function (baseline=ema, decay=0.5)" in markdown
 
 
 @pytest.mark.parametrize("variants, message", [
