@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS catalog (
 """
 
 DB_NAME = "results.db"
+FINISHED_KEYS = "SELECT key FROM cells WHERE status != 'failed'"  # failed cells are retried
+DURATIONS = "SELECT key, finished - started FROM cells WHERE started IS NOT NULL AND finished IS NOT NULL"
 
 
 class StoreError(RuntimeError):
@@ -149,8 +151,8 @@ def stored_progress(directory: Path) -> tuple[set[str], dict[str, float]]:
         return set(), {}
     db = _read_only(path)
     try:
-        finished = {k for (k,) in db.execute("SELECT key FROM cells WHERE status != 'failed'")}
-        seconds = dict(db.execute("SELECT key, finished - started FROM cells WHERE started IS NOT NULL AND finished IS NOT NULL"))
+        finished = {k for (k,) in db.execute(FINISHED_KEYS)}
+        seconds = dict(db.execute(DURATIONS))
     except sqlite3.Error as err:
         raise StoreError(f"{path} is not a readable dgbench results database ({err})") from None
     finally:
@@ -271,7 +273,7 @@ class ResultStore:
 
     def finished_keys(self) -> set[str]:
         """Keys of cells that need no recomputation (failed cells are retried)."""
-        return {k for (k,) in self.db.execute("SELECT key FROM cells WHERE status != 'failed'")}
+        return {k for (k,) in self.db.execute(FINISHED_KEYS)}
 
     def write_cell(self, run_id: int, cell: Any, result: dict[str, Any]) -> None:
         """Write one cell, its metrics and series, in a single transaction."""
@@ -305,8 +307,7 @@ class ResultStore:
 
     def durations(self) -> dict[str, float]:
         """Seconds each stored cell ran (any status), by key."""
-        return dict(self.db.execute("SELECT key, finished - started FROM cells "
-                                    "WHERE started IS NOT NULL AND finished IS NOT NULL"))
+        return dict(self.db.execute(DURATIONS))
 
     def failed_keys(self, reason_prefix: str) -> set[str]:
         """Keys of failed cells whose reason starts with ``reason_prefix``."""

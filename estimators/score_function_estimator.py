@@ -51,11 +51,12 @@ class ScoreFunction(ScoreFunctionCore):
             raise ValueError(f"baseline {baseline!r} needs samples >= {BASELINES[baseline].min_samples}, got {samples}")
         super().__init__(node, samples)
         self.baseline, self.decay, self.hidden = baseline, decay, hidden
-        self.part = {"none": NoBaseline, "loo": LeaveOneOut, "optimal": OptimalConstant}.get(baseline, lambda: None)()
         if baseline == "ema":
             self.part = MovingAverage(decay)
         elif baseline == "network":
             self.part = LearnedNetwork(hidden, decay)
+        else:
+            self.part = {"none": NoBaseline, "loo": LeaveOneOut, "optimal": OptimalConstant}[baseline]()
 
     @classmethod
     def min_samples_for(cls, hyperparameters: dict[str, Any]) -> int:

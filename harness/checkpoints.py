@@ -23,6 +23,24 @@ DIRECTORY = "checkpoints"
 FORMAT = 1
 
 
+def save_atomically(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` beside ``path``, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_saved(path: Path, fmt: int) -> dict[str, Any] | None:
+    """What :func:`save_atomically` wrote with ``format = fmt``; None when there is no such
+    file or it cannot be read (truncated, another torch, another format): the caller starts over."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return state if isinstance(state, dict) and state.get("format") == fmt else None
+
+
 def checkpoint_path(out: Path, key: str) -> Path:
     return Path(out) / DIRECTORY / f"{key}.pt"
 
@@ -46,21 +64,13 @@ class Checkpoint:
         return time.monotonic() - self._last >= self.every_seconds
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
-        torch.save({"format": FORMAT, "key": self.key, **state}, partial)
-        os.replace(partial, self.path)
+        save_atomically(self.path, {"format": FORMAT, "key": self.key, **state})
         self._last = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this cell, or None (no file, another format or another cell;
         an unreadable file is ignored: the cell starts over)."""
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            return None
-        except Exception:  # truncated or from another torch: start over rather than fail
-            return None
-        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("key") != self.key:
+        state = load_saved(self.path, FORMAT)
+        if state is None or state.get("key") != self.key:
             return None
         return state

@@ -20,13 +20,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from dgbench.harness.checkpoints import load_saved, save_atomically
 from dgbench.problems.base import Problem
 
 DIRECTORY = "references"
@@ -54,25 +54,14 @@ def shared_reference(directory: Path, key: str, generator: torch.Generator,
     with open(directory / f"{key}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the holder exits, however it exits
         try:
-            saved = _load(path)
+            saved = load_saved(path, FORMAT)
             if saved is not None:
                 generator.set_state(saved["generator_state"])
                 return saved["gradient"].to(device), saved["source"], saved["standard_error"].to(device)
             gradient, source, se = compute()
-            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-            torch.save({"format": FORMAT, "gradient": gradient.cpu(), "source": source, "standard_error": se.cpu(),
-                        "generator_state": generator.get_state()}, partial)
-            os.replace(partial, path)
+            save_atomically(path, {"format": FORMAT, "gradient": gradient.cpu(), "source": source,
+                                   "standard_error": se.cpu(), "generator_state": generator.get_state()})
             return gradient, source, se
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
-
-def _load(path: Path) -> dict | None:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # unreadable: compute it again
-        return None
-    return saved if isinstance(saved, dict) and saved.get("format") == FORMAT else None
