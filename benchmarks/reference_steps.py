@@ -236,6 +236,37 @@ def indecater(m: LinearVAE, x: Tensor, g: torch.Generator, block_evaluations: in
     return loss_from(((1 - p) * f0 + p * f1).mean(-1), logits, grad, m)
 
 
+def arms(m: LinearVAE, x: Tensor, g: torch.Generator, samples: int = 2) -> Tensor:
+    logits = m.logits(x)
+    p = torch.sigmoid(logits.detach())
+    e = -torch.log(uniform((samples, *logits.shape), g, logits))
+    u = (1 - e / e.sum(0)).pow(samples - 1)
+    b = (torch.where(p < 0.5, u, 1 - u) < p).to(u.dtype)
+    fb = m.f(x, b)
+    loo = fb.detach() - (fb.detach().sum(0) - fb.detach()) / (samples - 1)
+    low = torch.minimum(p, 1 - p)
+    both = (2 * low.pow(1 / (samples - 1)) - 1).clamp_min(0).pow(samples - 1)
+    grad = (loo.unsqueeze(-1) * (b - p)).mean(0) * p * (1 - p) / (low - both)
+    return loss_from(fb.mean(0), logits, grad, m)
+
+
+def gst(m: LinearVAE, x: Tensor, g: torch.Generator, temperature: float = 1.0, gap: float = 1.0) -> Tensor:
+    logits = m.logits(x)
+    z = bernoulli(logits, 1, g)
+    moved = torch.where(z > 0.5, logits.detach().clamp(min=gap), logits.detach().clamp(max=-gap))
+    y = torch.sigmoid((logits + (moved - logits.detach())) / temperature)
+    return -(m.f(x, z + (y - y.detach())).mean(0) - m.kl(logits)).mean()
+
+
+def decoupled_st_gs(m: LinearVAE, x: Tensor, g: torch.Generator, forward_temperature: float = 1.6,
+                    backward_temperature: float = 1.3) -> Tensor:
+    logits = m.logits(x)
+    eps = logistic(uniform((1, *logits.shape), g, logits))
+    z = (logits.detach() / forward_temperature + eps > 0).to(eps.dtype)
+    y = torch.sigmoid(logits / backward_temperature + eps)
+    return -(m.f(x, z + (y - y.detach())).mean(0) - m.kl(logits)).mean()
+
+
 # References with state or learned parts ----------------------------------------------
 
 
@@ -348,6 +379,85 @@ class RELAX:
         return loss_from(fb.mean(0), logits, grad, m)
 
 
+def gradients_at(m: LinearVAE, x: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``f(b_k)`` (keeping its graph for the decoder) and ``df/db (b_k)``."""
+    b = b.clone().requires_grad_(True)
+    fb = m.f(x, b)
+    (df,) = torch.autograd.grad(fb.sum(), b, retain_graph=True)
+    return fb, df
+
+
+class DoubleCV:
+    def __init__(self, source: nn.Module | None = None) -> None:
+        self.alpha = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        if source is not None:
+            with torch.no_grad():
+                self.alpha.copy_(source.alpha)
+        self.parameters = [self.alpha]
+
+    def __call__(self, m: LinearVAE, x: Tensor, g: torch.Generator, samples: int = 2) -> Tensor:
+        logits = m.logits(x)
+        b = bernoulli(logits, samples, g)
+        fb, df = gradients_at(m, x, b)
+        p = torch.sigmoid(logits.detach())
+        score = b - p
+        alpha = self.alpha.to(logits.dtype)
+        h = alpha * (((df.sum(0) - df) / (samples - 1)) * score).sum(-1)
+        shifted = fb.detach() + h
+        signal = shifted - (shifted.sum(0) - shifted) / (samples - 1)
+        grad = (signal.unsqueeze(-1) * score).mean(0) - alpha * df.mean(0) * p * (1 - p)
+        accumulate(self.parameters, (grad**2).sum(-1).mean())
+        return loss_from(fb.mean(0), logits, grad, m)
+
+
+class RODEO:
+    """Written as the authors' code is (github.com/thjashin/rodeo): every neighbour of every
+    sample materialised, ``(K, batch, D, D)``."""
+
+    def __init__(self, source: nn.Module | None = None, hidden: int = 100) -> None:
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, 2)).double()
+        copy_network(self.net, getattr(source, "network", None))
+        self.alpha = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        self.beta = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        if source is not None:
+            with torch.no_grad():
+                self.alpha.copy_(source.alpha)
+                self.beta.copy_(source.beta)
+        self.parameters = [self.alpha, self.beta, *self.net.parameters()]  # dgbench's order
+
+    def __call__(self, m: LinearVAE, x: Tensor, g: torch.Generator, samples: int = 2) -> Tensor:
+        logits = m.logits(x)
+        b = bernoulli(logits, samples, g)
+        fb, df = gradients_at(m, x, b)
+        b, df, values = b.double(), df.double(), fb.detach().double()
+        p = torch.sigmoid(logits.detach()).double()
+        eye = torch.eye(b.shape[-1], dtype=b.dtype)
+        nbrs = eye * (1 - b.unsqueeze(-2)) + (1 - eye) * b.unsqueeze(-2)  # row i: unit i flipped
+        h_x, h_n = [], []
+        for k in range(samples):
+            at_x, at_n = 0.0, 0.0
+            for j in range(samples):
+                if j != k:
+                    anchor = (df[j] * b[j]).sum(-1)
+                    lin_x = (df[j] * b[k]).sum(-1) - anchor
+                    lin_n = (df[j].unsqueeze(-2) * nbrs[k]).sum(-1) - anchor.unsqueeze(-1)
+                    at_x = at_x + self.net(torch.stack([lin_x, values[j]], -1))
+                    at_n = at_n + self.net(torch.stack([lin_n, values[j].unsqueeze(-1).expand_as(lin_n)], -1))
+            h_x.append(at_x / (samples - 1))
+            h_n.append(at_n / (samples - 1))
+        h_x, h_n = torch.stack(h_x), torch.stack(h_n)
+        w = p * (1 - b) + (1 - p) * b
+        score = b - p
+        scalar = (w * (h_n[..., 0] - h_x[..., :1])).mean(-1)
+        vector = (w.unsqueeze(-1) * (h_n[..., 1:] * (nbrs - p.unsqueeze(-2))
+                                     - (h_x[..., 1:] * score).unsqueeze(-2))).mean(-2)
+        shifted = values + self.alpha * scalar
+        signal = values - (shifted.sum(0) - shifted) / (samples - 1)
+        grad = (signal.unsqueeze(-1) * score + self.beta * vector).mean(0)
+        accumulate(self.parameters, (grad**2).sum(-1).mean())
+        return loss_from(fb.mean(0), logits, grad.to(logits.dtype), m)
+
+
 Reference = Callable[[LinearVAE, Tensor, torch.Generator], Tensor]
 
 STATELESS: dict[str, Reference] = {
@@ -364,8 +474,11 @@ STATELESS: dict[str, Reference] = {
     "gumbel-rao": gumbel_rao,
     "reinmax": reinmax,
     "indecater": indecater,
+    "arms": arms,
+    "gst": gst,
+    "decoupled-st-gs": decoupled_st_gs,
 }
-STATEFUL = ("reinforce-ema", "nvil", "rebar", "relax")
+STATEFUL = ("reinforce-ema", "nvil", "rebar", "relax", "double-cv", "rodeo")
 ESTIMATOR_IDS = (*STATELESS, *STATEFUL)
 
 
@@ -385,5 +498,7 @@ def make_reference(eid: str, m: LinearVAE, source: nn.Module | None = None) -> t
         "nvil": lambda: NVIL(latents, source),
         "rebar": lambda: REBAR(source),
         "relax": lambda: RELAX(latents, source),
+        "double-cv": lambda: DoubleCV(source),
+        "rodeo": lambda: RODEO(source),
     }[eid]()
     return ref, ref.parameters
