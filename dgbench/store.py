@@ -137,6 +137,7 @@ def stored_suite(directory: Path) -> dict[str, str]:
     try:
         return dict(db.execute("SELECT key, value FROM suite"))
     except sqlite3.Error as err:
+        _raise_if_locked(directory)  # a run that has just created the database, not its tables
         raise StoreError(f"{path} is not a usable dgbench results database ({err}); move it away or "
                          "use another --out") from None
     finally:
@@ -154,6 +155,7 @@ def stored_progress(directory: Path) -> tuple[set[str], dict[str, float]]:
         finished = {k for (k,) in db.execute(FINISHED_KEYS)}
         seconds = dict(db.execute(DURATIONS))
     except sqlite3.Error as err:
+        _raise_if_locked(Path(directory))
         raise StoreError(f"{path} is not a readable dgbench results database ({err})") from None
     finally:
         db.close()
@@ -198,6 +200,13 @@ def _lock(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _raise_if_locked(directory: Path) -> None:
+    """Raise :class:`DirectoryLocked` if another process holds ``directory``'s lock."""
+    if not (directory / LOCK_NAME).exists():
+        return
+    os.close(_lock(directory))  # takes the lock only to test it, and gives it back at once
 
 
 class ResultStore:

@@ -18,6 +18,7 @@ from dgbench.harness.enumeration import exact_objective_and_gradient
 from dgbench.harness.gradstats import replicated_gradients
 from dgbench.harness.seeding import make_generator
 from dgbench.problems import PROBLEMS
+from dgbench.problems.minibatch import MinibatchProblem
 from tests.helpers import DTYPE, SMALL_OPTIONS, small_problem
 
 IDS = list(PROBLEMS)
@@ -158,7 +159,7 @@ def test_options_round_trip(pid):
     assert again.options() == options
 
 
-@pytest.mark.parametrize("pid", [p for p in IDS if PROBLEMS[p].batch_dims == 1])
+@pytest.mark.parametrize("pid", [p for p in IDS if issubclass(PROBLEMS[p], MinibatchProblem)])
 def test_data_problems_move_through_their_training_set(pid):
     problem = small_problem(pid)
     first = problem.logits().detach().clone()

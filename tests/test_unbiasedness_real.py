@@ -26,7 +26,7 @@ REAL = {
     "bernoulli": [("vae-bernoulli-tiny", {}), ("vae-bernoulli-tiny", {"latents": 4, "bound_samples": 3}),
                   ("sbn-two-layer", {}), ("sbn-two-layer", {"bound_samples": 2}), ("hard-attention", {})],
     "categorical": [("vae-categorical-digits", {}), ("vae-categorical-digits", {"bound_samples": 2}),
-                    ("hard-attention-categorical", {})],
+                    ("hard-attention-categorical", {}), ("gmm-cavi", {}), ("gmm-cavi", {"amortized": True})],
 }
 MULTI_SAMPLE_BOUND = [eid for eid, cls in ESTIMATORS.items() if cls.multi_sample_bound]
 VIMCO_HOSTS = {"vae-bernoulli-tiny", "vae-categorical-digits", "sbn-two-layer"}
