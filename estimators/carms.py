@@ -70,9 +70,14 @@ def intervals(p: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
     return torch.gather(left, -1, inverse), torch.gather(right, -1, inverse)
 
 
-def pair_probabilities(p: Tensor, k: int) -> Tensor:
+def ordering_tensor(categories: int, device: torch.device) -> Tensor:
+    """:func:`orderings` as a ``(M, C)`` index tensor."""
+    return torch.tensor(orderings(categories), device=device)
+
+
+def pair_probabilities(p: Tensor, k: int, orders: Tensor | None = None) -> Tensor:
     """``P(z_i = a, z_j = b)`` per unit, ``(*batch, D, C, C)``, averaged over the orderings."""
-    orders = torch.tensor(orderings(p.shape[-1]), device=p.device)               # (M, C)
+    orders = ordering_tensor(p.shape[-1], p.device) if orders is None else orders  # (M, C)
     expanded = p.unsqueeze(-2).expand(*p.shape[:-1], orders.shape[0], p.shape[-1])
     left, right = intervals(expanded, orders.expand_as(expanded))                # (*batch, D, M, C)
     # C(s, t) = max(s' + t' - 1, 0)^(K-1) with s' = s^(1/(K-1)): the roots once per end.
@@ -106,13 +111,13 @@ class CARMS(Estimator):
         k = self.samples
         u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
         p = torch.softmax(logits.detach(), -1)
-        orders = torch.tensor(orderings(p.shape[-1]), device=p.device)
+        orders = ordering_tensor(p.shape[-1], p.device)
         pick = (u[k] * orders.shape[0]).long().clamp_max(orders.shape[0] - 1)
         left, right = intervals(p, orders[pick])
         v = dirichlet_copula(u[:k]).unsqueeze(-1)
         z = ((left < v) & (v <= right)).to(p.dtype)                             # (K, *batch, D, C)
         fz = self.evaluate(f, z, logits)
-        joint = pair_probabilities(p, k)
+        joint = pair_probabilities(p, k, orders)
         independent = p.unsqueeze(-1) * p.unsqueeze(-2)
         ratio = torch.where(joint > 0, independent / torch.where(joint > 0, joint, torch.ones_like(joint)), 0.0)
         # w[i, j] = ratio[z_i, z_j] per unit: (K, K, *batch, D)

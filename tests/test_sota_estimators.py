@@ -13,7 +13,6 @@ from dgbench.estimators.carms import pair_probabilities
 from dgbench.estimators.gapped_st import gapped_logits
 from dgbench.harness.gradstats import flatten, replicated_gradients, summarise
 from dgbench.harness.seeding import make_generator
-from dgbench.nodes import get_node
 from dgbench.problems import PROBLEMS
 from tests.helpers import (
     LOGITS,
@@ -24,7 +23,7 @@ from tests.helpers import (
     z_critical,
     z_scores,
 )
-from tests.test_learned_and_recent_estimators import adapt
+from tests.test_learned_and_recent_estimators import adapt, expectation_over_samples
 
 REPLICAS = 20000
 
@@ -119,19 +118,13 @@ def test_decoupled_st_gs_forward_temperature_sets_the_sampling_distribution(node
     """Forward samples come from softmax(theta / tau_f): exact samples from q at tau_f = 1
     (the value is unbiased for E_q f), tempered ones otherwise (a z-test tells them apart)."""
     f = CoupledQuadratic(node)
-    exact_value = float(sum_over_states(node, LOGITS[node], f))
+    exact_value = float(expectation_over_samples(node, LOGITS[node], f))
     for tau_f, unbiased in ((1.0, True), (2.0, False)):
         est = ESTIMATORS["decoupled-st-gs"](node, forward_temperature=tau_f, backward_temperature=0.5)
         leaf = LOGITS[node].unsqueeze(0).expand(REPLICAS, *LOGITS[node].shape)
         values = est(leaf, f, generator=torch.Generator().manual_seed(9)).detach()
         z = abs(float(values.mean()) - exact_value) / float(values.std() / REPLICAS**0.5)
         assert (z <= z_critical(1e-3, 1)) == unbiased, (tau_f, z)
-
-
-def sum_over_states(node, logits, f):
-    n = get_node(node)
-    states = n.states(logits.shape, logits)
-    return (torch.exp(n.log_prob(states, logits)) * f(states)).sum()
 
 
 @pytest.mark.parametrize("node", ["bernoulli", "categorical"])
