@@ -173,6 +173,18 @@ class Estimator(torch.nn.Module):
         """This instance's hyperparameter values (for provenance)."""
         return {name: getattr(self, name) for name in self.default_hyperparameters()}
 
+    def set_temperature(self, temperature: float) -> bool:
+        """Set the relaxation temperature of every part that has a fixed one (for
+        annealing schedules, :mod:`dgbench.harness.schedules`); False if there is none
+        (learned temperatures, as REBAR's, are parameters and are left alone)."""
+        found = False
+        for module in self.modules():
+            derived = isinstance(getattr(type(module), "temperature", None), property)  # e.g. a learned one
+            if not derived and isinstance(getattr(module, "temperature", None), (int, float)):
+                module.temperature = float(temperature)
+                found = True
+        return found
+
     def evals_per_estimate(self, event_shape: torch.Size) -> int:
         """f evaluations one call makes for a node with this event shape."""
         assert self.evals_per_sample is not None

@@ -105,12 +105,18 @@ class RaoBlackwellised(RelaxedGradient):
 
 
 class ThroughMean(RelaxedGradient):
+    """Straight-through: the Jacobian of ``probs(logits / temperature)`` (1: the mean's)."""
+
     id = "mean"
-    default_temperature = None
+    default_temperature = 1.0
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = _positive("temperature", temperature)
 
     def estimate(self, est, logits, f, u):
         z = est.node.hard(logits.detach(), u)
-        mu = est.node.probs(logits)
+        mu = est.node.probs(logits / self.temperature) if self.temperature != 1.0 else est.node.probs(logits)
         return est.evaluate(f, z + (mu - mu.detach()), logits).mean(0)
 
 

@@ -3,7 +3,7 @@
 
 ``gradient`` is one of ``soft``, ``st``, ``rao``, ``mean`` or ``reinmax`` (formulas in
 :mod:`dgbench.estimators.relaxed_core`); ``temperature`` defaults to the part's paper
-(0.5 for the Gumbel-softmax family, 1.0 for ReinMax; ``mean`` has none), ``draws`` is
+(0.5 for the Gumbel-softmax family, 1.0 for ReinMax and for ``mean``, straight-through's slope), ``draws`` is
 ``rao``'s number of conditional draws. With the defaults each choice is bit for bit the
 published estimator (``gumbel-softmax``, ``st-gumbel-softmax``, ``gumbel-rao``,
 ``straight-through``, ``reinmax``); a test pins this. Biased, like all of them. A suite

@@ -21,6 +21,7 @@ from torch import Tensor
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness import schedules
 from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory, stopwatch
 from dgbench.harness.enumeration import exact_objective_and_gradient
@@ -184,14 +185,41 @@ def defer_checks(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, device: torch.device,
+                   momentum: float = 0.0) -> torch.optim.Optimizer:
     """``adam`` (fused: one kernel per device and dtype where the device has one, the CPU
     and CUDA; the update of the default implementation up to float rounding, at 2-3x less
-    time on a 784-200 model) or plain ``sgd``."""
+    time on a 784-200 model) or ``sgd`` (with ``momentum``, PyTorch's heavy-ball form)."""
     if name == "adam":
         fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
         return torch.optim.Adam(params, lr=lr, fused=True if fused else None)
-    return torch.optim.SGD(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+class Schedules:
+    """Applies the protocol's learning-rate and temperature schedules
+    (:mod:`dgbench.harness.schedules`) at the start of each step, touching the optimiser
+    and the estimators only when a value changes."""
+
+    def __init__(self, settings: dict[str, Any], optimizer: torch.optim.Optimizer,
+                 estimators: torch.nn.ModuleDict) -> None:
+        self.settings, self.optimizer, self.estimators = settings, optimizer, estimators
+        self.lr: float | None = None
+        self.temperature: float | None = None
+        self.anneals = schedules.temperature(settings, 1) is not None
+
+    def apply(self, step: int) -> None:
+        lr = schedules.learning_rate(self.settings, step)
+        if lr != self.lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.lr = lr
+        if self.anneals:
+            tau = schedules.temperature(self.settings, step)
+            if tau != self.temperature:
+                applied = [estimator.set_temperature(tau) for estimator in self.estimators.values()]
+                self.temperature = tau if any(applied) else None
+                self.anneals = any(applied)  # nothing to anneal: stop trying
 
 
 def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
@@ -199,7 +227,8 @@ def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = Non
     problem, estimators = build(cell, device)
     materialize(problem, estimators, make_generator(derive_seed("materialize", cell.problem, cell.options, cell.seed), device))
     params = list(problem.parameters()) + list(estimators.parameters())
-    optimizer = make_optimizer(s["optimizer"], params, s["lr"], device)
+    optimizer = make_optimizer(s["optimizer"], params, s["lr"], device, schedules.protocol(s)["momentum"])
+    schedule = Schedules(s, optimizer, estimators)
     generator = make_generator(derive_seed("train", cell.problem, cell.options, cell.seed), device)
     variance_generator = make_generator(derive_seed("train-variance", cell.problem, cell.options, cell.seed), device)
     # Data order depends on (problem, options, seed) only: every estimator sees the same batches.
@@ -227,9 +256,12 @@ def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = Non
         seconds = watch.seconds
         series.append((step, seconds, "objective", float(loss)))
         series.extend((step, seconds, f"estimator_loss_{name}", float(v)) for name, v in losses.items())
+        if schedule.temperature is not None:
+            series.append((step, seconds, "temperature", schedule.temperature))
 
     step = first - 1
     for step in range(first, s["steps"] + 1):
+        schedule.apply(step)
         with watch.time():
             pending.append((step, *train_step(problem, estimators, optimizer, generator, data_generator, deferred)))
         checkpointing = checkpoint is not None and step < s["steps"] and checkpoint.due()

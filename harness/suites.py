@@ -14,6 +14,9 @@ the per-step budget and the settings of the two cell kinds::
     steps = 100
     optimizer = "adam"  # or "sgd"
     lr = 0.05
+    # optional protocol keys (dgbench.harness.schedules): momentum = 0.9 (sgd),
+    # lr_decay = 0.9, lr_decay_every = 1000, anneal_rate = 3e-5, anneal_every = 1000,
+    # anneal_start = 1.0, temperature_min = 0.5 (relaxed estimators' temperature)
     log_every = 1       # stride at which the training objective is stored
     eval_every = 50
     variance_every = 50
@@ -44,6 +47,8 @@ from typing import Any
 
 from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.schedules import PROTOCOL_DEFAULTS
+from dgbench.harness.schedules import check as check_protocol
 from dgbench.problems.base import Problem
 from dgbench.problems.registry import PROBLEMS
 
@@ -133,7 +138,7 @@ def _check_gradstats(table: Any, where: str) -> dict:
 
 
 def _check_training(table: Any, where: str) -> dict:
-    _check_keys(table, set(TRAINING_DEFAULTS), where)
+    _check_keys(table, set(TRAINING_DEFAULTS) | set(PROTOCOL_DEFAULTS), where)
     for key in ("steps", "log_every", "eval_every", "variance_every"):
         _positive_int(table, key, where)
     _positive_int(table, "variance_replicas", where, minimum=2)
@@ -141,6 +146,9 @@ def _check_training(table: Any, where: str) -> dict:
         raise SuiteError(f"{where}.optimizer must be 'adam' or 'sgd', got {table['optimizer']!r}")
     if isinstance(table["lr"], bool) or not isinstance(table["lr"], (int, float)) or table["lr"] <= 0:
         raise SuiteError(f"{where}.lr must be a positive number, got {table['lr']!r}")
+    errors = check_protocol(table, where)
+    if errors:
+        raise SuiteError(errors[0])
     return table
 
 
@@ -208,7 +216,8 @@ def parse_suite(text: str, origin: str) -> Suite:
             if kind in spec:
                 if base is None:
                     raise SuiteError(f"{where}.{kind}: the suite has no [{kind}] table to override")
-                check({**base, **_check_keys(spec[kind], set(base), f"{where}.{kind}")}, f"{where}.{kind}")
+                allowed = set(base) | (set(PROTOCOL_DEFAULTS) if kind == "training" else set())
+                check({**base, **_check_keys(spec[kind], allowed, f"{where}.{kind}")}, f"{where}.{kind}")
 
     est = _check_keys(data["estimators"], {"include", "hyperparameters", "variants"}, f"{origin}: estimators")
     include = est.get("include", "all")

@@ -33,8 +33,10 @@ class LatentVariableModel(MinibatchProblem):
     scores = (Score("test_elbo", "test ELBO (nats per example)", higher_is_better=True),
               Score("test_iwae", "test IWAE-k bound (nats per example)", higher_is_better=True))
 
-    def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int) -> None:
-        """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``.
+    def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int,
+                        eval_splits: str = "train,valid,test") -> None:
+        """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``,
+        those of them named in ``eval_splits`` (a protocol evaluates only what it reports).
 
         ``eval_examples > 0`` caps every split (quick runs); 0 evaluates them whole.
         """
@@ -42,9 +44,14 @@ class LatentVariableModel(MinibatchProblem):
             raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
         if eval_examples < 0:
             raise ValueError(f"eval_examples must be >= 0 (0: all), got {eval_examples}")
+        chosen = [s for s in str(eval_splits).replace(" ", "").split(",") if s]
+        unknown = sorted(set(chosen) - set(splits))
+        if unknown or not chosen:
+            raise ValueError(f"eval_splits must name some of {', '.join(splits)}, got {eval_splits!r}")
+        self.eval_splits = eval_splits
         caps = {"train": TRAIN_EVAL_EXAMPLES, "valid": None, "test": None}
         self._eval_sets = {}
-        for split, data in splits.items():
+        for split, data in ((k, v) for k, v in splits.items() if k in chosen):
             n = data.shape[0]
             for cap in (caps.get(split), eval_examples or None):
                 if cap is not None:

@@ -66,6 +66,7 @@ class SBNTwoLayer(LatentVariableModel):
         batch_size: int = 24,
         iw_samples: int = 100,
         eval_examples: int = 0,
+        eval_splits: str = "train,valid,test",
         dataset: str = "mnist",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
@@ -92,7 +93,7 @@ class SBNTwoLayer(LatentVariableModel):
             self.generative[0].bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
         self._set_training_data(splits["train"], batch_size, generator)
-        self._set_evaluation(splits, iw_samples, eval_examples)
+        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:

@@ -24,8 +24,9 @@ Choices (the same for every estimator): encoder inputs are centred by the traini
 mean; the decoder's output bias starts at the logit of the training mean (clamped to
 [1e-3, 1 - 1e-3]); weights use PyTorch's default initialisation; ``hidden`` gives the
 widths of the deterministic hidden layers of the encoder (the decoder mirrors them),
-empty for linear maps. Evaluation: ELBO and the k-sample importance-weighted bound on a
-training subset, the validation and the test set (:mod:`dgbench.problems.lvm`).
+empty for linear maps. Evaluation: ELBO and the k-sample importance-weighted bound
+(``iw_samples = k``) on a training subset, the validation and the test set, or those named
+in ``eval_splits`` (:mod:`dgbench.problems.lvm`).
 
 Problems:
 
@@ -118,6 +119,7 @@ class DiscreteVAE(LatentVariableModel):
         bound_samples: int,
         iw_samples: int,
         eval_examples: int,
+        eval_splits: str,
         dtype: torch.dtype,
         device: str | torch.device,
         generator: torch.Generator,
@@ -155,7 +157,7 @@ class DiscreteVAE(LatentVariableModel):
             self.register_buffer("prior_logits", prior_logits)
         self.to(device=device, dtype=dtype)
         self._set_training_data(splits["train"], batch_size, generator)
-        self._set_evaluation(splits, iw_samples, eval_examples)
+        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:
@@ -228,7 +230,8 @@ class DiscreteVAE(LatentVariableModel):
 
 
 # The options every VAE preset shares, with their defaults.
-_COMMON = {"kl": "analytic", "bound_samples": 1, "iw_samples": 100, "eval_examples": 0}
+_COMMON = {"kl": "analytic", "bound_samples": 1, "iw_samples": 100, "eval_examples": 0,
+           "eval_splits": "train,valid,test"}
 
 
 @builtin

@@ -155,8 +155,32 @@ def test_relaxed_with_each_part_is_its_published_estimator(node, gradient):
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
 
 
-def test_relaxed_refuses_unknown_parts_and_a_temperature_where_there_is_none():
+def test_relaxed_refuses_unknown_parts():
     with pytest.raises(ValueError, match="gradient must be one of soft, st, rao, mean, reinmax"):
         ESTIMATORS["relaxed"]("bernoulli", gradient="bogus")
-    with pytest.raises(ValueError, match="gradient 'mean' takes no temperature"):
-        ESTIMATORS["relaxed"]("bernoulli", gradient="mean", temperature=0.5)
+
+
+@pytest.mark.parametrize("node,shape", [("bernoulli", (2, 3)), ("categorical", (2, 3, 4))])
+def test_straight_through_temperature_scales_the_backward_slope(node, shape):
+    """ST at temperature tau backpropagates through probs(logits / tau): the same hard
+    samples and value, the gradient of the mean at logits / tau divided by tau; the
+    ``relaxed`` core with ``gradient = "mean"`` takes the same temperature."""
+    event = 1 if node == "bernoulli" else 2
+
+    def f(z):  # linear in z: (S, 2, 3[, 4]) -> (S, 2)
+        return (z * torch.arange(1.0, 1.0 + z.shape[-1], dtype=z.dtype)).flatten(-event).sum(-1)
+
+    logits = torch.linspace(-1, 1, torch.Size(shape).numel(), dtype=torch.float64).reshape(shape).requires_grad_(True)
+    grads = []
+    for est in (ESTIMATORS["straight-through"](node, temperature=0.5),
+                ESTIMATORS["relaxed"](node, gradient="mean", temperature=0.5)):
+        value = est(logits, f, generator=torch.Generator().manual_seed(3))
+        grads.append(torch.autograd.grad(value.sum(), logits)[0])
+    assert torch.equal(grads[0], grads[1])
+    scaled = (logits / 0.5).detach().requires_grad_(True)
+    mean = torch.sigmoid(scaled) if node == "bernoulli" else torch.softmax(scaled, -1)
+    expected = torch.autograd.grad(f(mean.unsqueeze(0)).sum(), scaled)[0] / 0.5
+    # f is linear: every draw's straight-through gradient is f' through the mean's Jacobian
+    torch.testing.assert_close(grads[0], expected)
+    assert not torch.allclose(grads[0], torch.autograd.grad(
+        ESTIMATORS["straight-through"](node)(logits, f, generator=torch.Generator().manual_seed(3)).sum(), logits)[0])

@@ -24,9 +24,11 @@ from tests.test_unbiasedness import ALPHA, UNBIASED
 REPLICAS = 20000
 REAL = {
     "bernoulli": [("vae-bernoulli-tiny", {}), ("vae-bernoulli-tiny", {"latents": 4, "bound_samples": 3}),
-                  ("sbn-two-layer", {}), ("sbn-two-layer", {"bound_samples": 2}), ("hard-attention", {})],
+                  ("sbn-two-layer", {}), ("sbn-two-layer", {"bound_samples": 2}), ("hard-attention", {}),
+                  ("sbn-structured", {})],
     "categorical": [("vae-categorical-digits", {}), ("vae-categorical-digits", {"bound_samples": 2}),
-                    ("hard-attention-categorical", {}), ("gmm-cavi", {}), ("gmm-cavi", {"amortized": True})],
+                    ("hard-attention-categorical", {}), ("gmm-cavi", {}), ("gmm-cavi", {"amortized": True}),
+                    ("sbn-structured-categorical", {})],
 }
 MULTI_SAMPLE_BOUND = [eid for eid, cls in ESTIMATORS.items() if cls.multi_sample_bound]
 VIMCO_HOSTS = {"vae-bernoulli-tiny", "vae-categorical-digits", "sbn-two-layer"}
@@ -62,7 +64,7 @@ def test_unbiased_on_enumerable_real_problem(eid, pid, options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pid", ["vae-bernoulli-tiny", "hard-attention"])
+@pytest.mark.parametrize("pid", ["vae-bernoulli-tiny", "hard-attention", "sbn-structured"])
 def test_negative_control_straight_through_rejected_on_real_problem(pid):
     problem = small_problem(pid)
     exact = flatten(exact_objective_and_gradient(problem)[1])
