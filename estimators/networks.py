@@ -36,11 +36,17 @@ class SeededLazyLinear(torch.nn.LazyLinear):
                 p.copy_((torch.rand(p.shape, generator=generator, dtype=DTYPE) * 2 - 1) * bound)
 
 
-def control_network(hidden: int) -> torch.nn.Module:
-    """``R^n -> R``: one tanh hidden layer of ``hidden`` units (0: linear); output starts at zero."""
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+def control_network(hidden: int, activation: str = "tanh") -> torch.nn.Module:
+    """``R^n -> R``: one hidden layer of ``hidden`` units (0: linear), ``tanh`` or ``relu``;
+    output starts at zero."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if hidden == 0:
         return SeededLazyLinear(1, zero=True)
     out = torch.nn.Linear(hidden, 1, dtype=DTYPE)
     torch.nn.init.zeros_(out.weight)
     torch.nn.init.zeros_(out.bias)
-    return torch.nn.Sequential(SeededLazyLinear(hidden), torch.nn.Tanh(), out)
+    return torch.nn.Sequential(SeededLazyLinear(hidden), ACTIVATIONS[activation](), out)

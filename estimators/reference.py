@@ -86,9 +86,10 @@ def d_dtheta(fn, theta):
 
 
 def mlp(net, x):
-    """A one-hidden-layer tanh network written out from its weights."""
+    """A one-hidden-layer tanh (or ReLU) network written out from its weights."""
     first, last = net[0], net[2]
-    return (torch.tanh(x @ first.weight.T + first.bias) @ last.weight.T + last.bias).squeeze(-1)
+    act = torch.relu if isinstance(net[1], torch.nn.ReLU) else torch.tanh
+    return (act(x @ first.weight.T + first.bias) @ last.weight.T + last.bias).squeeze(-1)
 
 
 def flat(node, x):

@@ -5,7 +5,8 @@ REBAR:
 
     g = [f(b) - c(z~)] d log q(b)/d logits + d c(z)/d logits - d c(z~)/d logits
 
-Unbiased for every c. Here ``c(z) = MLP(soften(z, 1))``, a network with one tanh hidden
+Unbiased for every c. Here ``c(z) = MLP(soften(z, temperature))`` (default temperature 1), a
+network with one ``activation`` (tanh by default; the authors' toy uses ReLU) hidden
 layer of ``hidden`` units on the flattened relaxed sample of each batch element (its
 output starts at zero), so f is
 only evaluated at hard samples (1 evaluation per sample) and need not be differentiable.
@@ -39,16 +40,24 @@ class RELAX(Estimator):
     paper = "Grathwohl et al. (2018), Backpropagation through the Void, ICLR"
     group = "control variates"
 
-    def __init__(self, node: str = "bernoulli", *, samples: int = 1, hidden: int = 10, learn: bool = True) -> None:
+    def __init__(self, node: str = "bernoulli", *, samples: int = 1, hidden: int = 10, learn: bool = True,
+                 activation: str = "tanh", temperature: float = 1.0) -> None:
         super().__init__(node, samples)
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
-        self.hidden, self.learn = hidden, learn
-        self.control = control_network(hidden)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.hidden, self.learn, self.activation = hidden, learn, activation
+        self.control = control_network(hidden, activation)
+        self.control_temperature = float(temperature)  # the control variate's input; not an annealed temperature
+
+    @property
+    def temperature(self) -> float:
+        return self.control_temperature
 
     def control_variate(self, z: Tensor) -> Tensor:
         """``c(z)`` per sample and batch element: ``(S, *batch, event) -> (S, *batch)``."""
-        x = self.node.soften(z, 1.0)
+        x = self.node.soften(z, self.control_temperature)
         if self.node.event_dims == 2:
             x = x.flatten(-2)
         return self.control(x.to(torch.float64)).squeeze(-1).to(z.dtype)
@@ -81,7 +90,7 @@ def reference_draw(node, logits, u, f, est):
     b = hard_of(node, perturbed(node, logits, u[0]))
 
     def c(y):
-        return mlp(est.control, flat(node, soft(node, y, 1.0)))
+        return mlp(est.control, flat(node, soft(node, y, est.control_temperature)))
 
     c_cond = c(conditional(node, logits, b, u[1]))
     pathwise = d_dtheta(lambda th: (c(perturbed(node, th, u[0])) - c(conditional(node, th, b, u[1]))).sum(), logits)

@@ -7,6 +7,7 @@
     dgbench run --suite NAME|FILE.toml [--problems ...] [--estimators ...] [--seeds N]
                 [--workers N] [--device cpu|cuda] [--out DIR]
     dgbench export DIR [--format csv|parquet] [--out DIR]
+    dgbench reproduce NAME [--seeds N] [--steps-scale F] [--out DIR] | --list
 
 Errors in the user's input print one line on stderr and exit with status 2.
 """
@@ -132,6 +133,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(summary_line(summary))
     return 1 if summary.failed else 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from dgbench.harness import reproduce as rp
+
+    if args.list or not args.name:
+        if not args.list:
+            raise UsageError("name a reproduction (see `dgbench reproduce --list`)")
+        for name in rp.available():
+            rep = rp.load(name)
+            print(f"{name:28s} {rep.title}")
+            for row in rep.rows:
+                print(f"{'':28s}   row {row['id']}: {row['label']} ({len(row['published'])} published values)")
+        return 0
+    _use_data_dir(args.data_dir)
+    lrs = None
+    if args.lr:
+        try:
+            lrs = [float(x) for x in ",".join(args.lr).split(",") if x]
+        except ValueError:
+            raise UsageError(f"--lr takes numbers, got {args.lr}") from None
+    def numbers(values: list[str] | None, kind: type, flag: str) -> list | None:
+        if not values:
+            return None
+        try:
+            return [kind(x) for x in ",".join(values).split(",") if x]
+        except ValueError:
+            raise UsageError(f"{flag} takes comma-separated numbers, got {','.join(values)}") from None
+
+    anneal_rates = numbers(args.anneal_rate, float, "--anneal-rate")
+    anneal_every = numbers(args.anneal_every, int, "--anneal-every")
+    command = "dgbench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
+    result = rp.reproduce(args.name, args.out, seeds=args.seeds, steps_scale=args.steps_scale, lrs=lrs,
+                          rows=_ids(args.rows), columns=_ids(args.columns), eval_examples=args.eval_examples,
+                          workers=args.workers, device=args.device, progress=not args.quiet,
+                          in_process=args.in_process, threads=args.threads, report_only=args.report_only,
+                          anneal_rates=anneal_rates, anneal_every=anneal_every, command=command)
+    counts = ", ".join(f"{result.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
+    within = sum(1 for e in result.entries if e.mean is not None and abs(e.mean - e.published) <= rp.load(args.name).tolerance)
+    measured = sum(1 for e in result.entries if e.mean is not None)
+    print(f"{result.name}: {result.cells} cells (this run: {counts}); {measured} of {len(result.entries)} entries "
+          f"measured, {within} within tolerance -> {result.report}")
+    return 1 if result.counts.get("failed") else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -262,6 +306,32 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     p_cmp.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_cmp.set_defaults(func=cmd_compare)
+
+    p_rpr = sub.add_parser("reproduce", help="run a published table under its own protocol and compare (resumes --out)")
+    p_rpr.add_argument("name", nargs="?", help="a reproduction (see --list) or a reproduction .toml file")
+    p_rpr.add_argument("--list", action="store_true", help="list the available reproductions and their rows")
+    p_rpr.add_argument("--seeds", type=int, default=2, help="seeds per configuration (default 2)")
+    p_rpr.add_argument("--steps-scale", type=float, default=1.0, metavar="F",
+                       help="run F x the protocol's steps (a shortened run is labelled: not a reproduction)")
+    p_rpr.add_argument("--lr", action="append", metavar="LR[,LR...]",
+                       help="restrict the protocol's learning-rate grid to these values (recorded as a difference)")
+    p_rpr.add_argument("--anneal-rate", action="append", metavar="R[,R...]",
+                       help="restrict the temperature-annealing grid's rates r (recorded as a difference)")
+    p_rpr.add_argument("--anneal-every", action="append", metavar="N[,N...]",
+                       help="restrict the temperature-annealing grid's update intervals N (recorded as a difference)")
+    p_rpr.add_argument("--rows", help="comma-separated row ids to run (default all)")
+    p_rpr.add_argument("--columns", help="comma-separated column ids to run (default all)")
+    p_rpr.add_argument("--eval-examples", type=int, metavar="N",
+                       help="evaluate on the first N examples of each split (recorded as a difference)")
+    p_rpr.add_argument("--report-only", action="store_true", help="compute nothing; report what --out holds")
+    p_rpr.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
+    p_rpr.add_argument("--threads", type=int, metavar="N", help="threads per worker (default: cores // workers)")
+    p_rpr.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p_rpr.add_argument("--in-process", action="store_true", help="run cells in this process, one at a time")
+    p_rpr.add_argument("--out", help="results directory (default results/reproductions/NAME)")
+    p_rpr.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_rpr.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
+    p_rpr.set_defaults(func=cmd_reproduce)
 
     p_rep = sub.add_parser("report", help="tables, figures and an HTML page for a results directory")
     p_rep.add_argument("directory")

@@ -66,3 +66,20 @@ def test_single_draw_matches_hand_formula(eid, node):
     expected_grad, expected_value = reference_draw(eid)(node, logits.detach(), u, f, est)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out.detach(), expected_value, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("node", ["bernoulli", "categorical"])
+def test_relax_with_the_authors_relu_control_variate_matches_hand_formula(node):
+    est = ESTIMATORS["relax"](node, samples=3, activation="relu", temperature=0.5)
+    randomize_learned_parts(est, node)
+    est.eval()
+    f = CoupledQuadratic(node)
+    logits = LOGITS[node].clone().requires_grad_(True)
+    generator = torch.Generator().manual_seed(SEED)
+    state = generator.get_state()
+    (grad,) = torch.autograd.grad(est(logits, f, generator=generator), logits)
+    generator.set_state(state)
+    u = uniform(est.noise_shape(logits.shape), generator, logits)
+    expected, _ = reference_draw("relax")(node, logits.detach(), u, f, est)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    assert isinstance(est.control[1], torch.nn.ReLU)
