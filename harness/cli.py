@@ -171,7 +171,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                           in_process=args.in_process, threads=args.threads, report_only=args.report_only,
                           anneal_rates=anneal_rates, anneal_every=anneal_every, command=command)
     counts = ", ".join(f"{result.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
-    within = sum(1 for e in result.entries if e.mean is not None and abs(e.mean - e.published) <= rp.load(args.name).tolerance)
+    from dgbench.reports.reproduction import agrees
+
+    tolerance = rp.load(args.name).tolerance
+    within = sum(1 for e in result.entries if agrees(e, tolerance))
     measured = sum(1 for e in result.entries if e.mean is not None)
     print(f"{result.name}: {result.cells} cells (this run: {counts}); {measured} of {len(result.entries)} entries "
           f"measured, {within} within tolerance -> {result.report}")

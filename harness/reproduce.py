@@ -111,7 +111,7 @@ def parse(text: str, origin: str) -> Reproduction:
             _require(c, key, f"{origin}: columns")
         if c["estimator"] not in ESTIMATORS:
             raise UsageError(f"{origin}: column {c['id']!r}: unknown estimator {c['estimator']!r}")
-        if c["id"] in ESTIMATORS:
+        if c["id"] in ESTIMATORS and (c["id"] != c["estimator"] or c.get("hyperparameters")):
             raise UsageError(f"{origin}: column id {c['id']!r} is a registered estimator's id; give it its own")
         known = set(ESTIMATORS[c["estimator"]].default_hyperparameters())
         unknown = sorted(set(c.get("hyperparameters", {})) - known)
@@ -131,6 +131,12 @@ def parse(text: str, origin: str) -> Reproduction:
         for cid in [*r["published"], *r.get("anneal", {}).get("columns", [])]:
             if cid not in ids:
                 raise UsageError(f"{where}: unknown column {cid!r} (columns: {', '.join(sorted(ids))})")
+        for cid, value in r["published"].items():
+            try:
+                published_value(value)
+            except ValueError:
+                raise UsageError(f"{where}: published {cid} must be a number or a bound like \"<= -10\", "
+                                 f"got {value!r}") from None
     return Reproduction(
         name=_require(data, "name", origin), title=_require(data, "title", origin), source=_require(data, "source", origin),
         metric=_require(data, "metric", origin), transform=transform,
@@ -140,6 +146,17 @@ def parse(text: str, origin: str) -> Reproduction:
         lr_grid=[float(x) for x in data.get("grid", {}).get("lr", [training["lr"]])], columns=columns, rows=rows,
         text=text,
     )
+
+
+def published_value(value: Any) -> tuple[float, str | None]:
+    """A published number, or a bound the paper states (``"<= -10"``: "-10 and lower")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), None
+    text = str(value).strip()
+    for op in ("<=", ">="):
+        if text.startswith(op):
+            return float(text[2:]), op
+    raise ValueError(value)
 
 
 @dataclass(frozen=True)
@@ -215,8 +232,9 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
                 settings = {**base, **point, "lr": lr, "budget": BUDGET}
                 key = (("lr", lr), *((k, point[k]) for k in ("anneal_rate", "anneal_every") if k in point))
                 for seed in range(seeds):
+                    variant_of = None if column["id"] == column["estimator"] else column["estimator"]
                     cell = Cell("train", row["problem"], options, column["id"], hyper, seed, settings, reason,
-                                column["estimator"])
+                                variant_of)
                     out.append(Planned(row["id"], column["id"], key, cell))
     return out
 
@@ -261,6 +279,7 @@ class Entry:
     selected: dict[str, Any]  # the grid point chosen (empty without a grid)
     status: str  # "measured", "skipped: ...", "not finished (k of n cells)"
     seeds_planned: int = 0
+    bound: str | None = None  # "<=" or ">=": the paper states a bound, not a value
 
     @property
     def mean(self) -> float | None:
@@ -308,10 +327,10 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
     result = []
     for (rid, cid), ps in by_entry.items():
         row = next(r for r in rep.rows if r["id"] == rid)
-        published = float(row["published"][cid])
+        published, bound = published_value(row["published"][cid])
         seeds = len({p.cell.seed for p in ps})
         if ps[0].cell.skip_reason:
-            result.append(Entry(rid, cid, published, [], {}, f"skipped: {ps[0].cell.skip_reason}", seeds))
+            result.append(Entry(rid, cid, published, [], {}, f"skipped: {ps[0].cell.skip_reason}", seeds, bound))
             continue
         points: dict[tuple, list[Planned]] = {}
         for p in ps:
@@ -324,7 +343,7 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
         candidates = complete or {g: finished(grp) for g, grp in points.items() if finished(grp)}
         if not candidates:
             done = sum(len(finished(grp)) for grp in points.values())
-            result.append(Entry(rid, cid, published, [], {}, f"not finished ({done} of {len(ps)} cells)", seeds))
+            result.append(Entry(rid, cid, published, [], {}, f"not finished ({done} of {len(ps)} cells)", seeds, bound))
             continue
 
         def score(group: list[Planned], n_points: int = len(points)) -> float:
@@ -341,7 +360,7 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
             f"measured; {len(points) - len(candidates)} of {len(points)} grid points not finished"
         if diverged:
             status += f"; {diverged} seed(s) diverged"
-        result.append(Entry(rid, cid, published, [v for v in values if v is not None], dict(best), status, seeds))
+        result.append(Entry(rid, cid, published, [v for v in values if v is not None], dict(best), status, seeds, bound))
     return result, provenance
 
 

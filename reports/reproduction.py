@@ -12,9 +12,28 @@ import io
 from typing import Any
 
 
+def agrees(entry: Any, tolerance: float) -> bool | None:
+    """Whether the measured mean matches the published value (within ``tolerance``) or
+    satisfies the published bound; None when nothing was measured."""
+    if entry.mean is None:
+        return None
+    if entry.bound == "<=":
+        return entry.mean <= entry.published + tolerance
+    if entry.bound == ">=":
+        return entry.mean >= entry.published - tolerance
+    return abs(entry.mean - entry.published) <= tolerance
+
+
+def published_text(entry: Any) -> str:
+    return f"{entry.bound} {entry.published:g}" if entry.bound else f"{entry.published:g}"
+
+
 def verdict(entry: Any, tolerance: float, unit: str) -> str:
     if entry.mean is None:
         return entry.status
+    if entry.bound:
+        ok = agrees(entry, tolerance)
+        return f"{'meets' if ok else 'misses'} the bound {published_text(entry)}" + ("" if ok else f" by more than {tolerance:g}")
     diff = entry.mean - entry.published
     if abs(diff) <= tolerance:
         return f"within {tolerance:g} {unit}".strip()
@@ -50,7 +69,7 @@ def csv_text(rep: Any, entries: list[Any]) -> str:
     for e in entries:
         ci = e.interval()
         col = rep.column(e.column)
-        w.writerow([e.row, e.column, col["estimator"], e.published, _fmt(e.mean, 4), _fmt(ci and ci[0], 4),
+        w.writerow([e.row, e.column, col["estimator"], published_text(e), _fmt(e.mean, 4), _fmt(ci and ci[0], 4),
                     _fmt(ci and ci[1], 4), len(e.values), _fmt(None if e.mean is None else e.mean - e.published, 4),
                     verdict(e, rep.tolerance, rep.unit), _grid(e.selected), " ".join(f"{v:.4f}" for v in e.values)])
     return buf.getvalue()
@@ -64,7 +83,8 @@ def markdown(rep: Any, entries: list[Any], notes: list[str], provenance: dict[st
     better = "lower" if rep.lower_is_better else "higher"
     lines += [f"Source: {rep.source}", "",
               f"Measured: `{rep.metric}` (transform: {rep.transform}), {better} is better; "
-              f"an entry is *within* when |measured mean - published| <= {rep.tolerance:g} {rep.unit}.".rstrip(), ""]
+              f"an entry is *within* when |measured mean - published| <= {rep.tolerance:g} {rep.unit} "
+              "(for a published bound: when the mean meets it, to the same tolerance).", ""]
     mean_line = "mean and 95% t-interval over seeds"
     for row in rep.rows:
         es = [e for e in entries if e.row == row["id"]]
@@ -79,7 +99,7 @@ def markdown(rep: Any, entries: list[Any], notes: list[str], provenance: dict[st
             col = rep.column(e.column)
             ci = e.interval()
             lines.append("| " + " | ".join([
-                col["label"], f"`{col['estimator']}`", f"{e.published:g}", _fmt(e.mean),
+                col["label"], f"`{col['estimator']}`", published_text(e), _fmt(e.mean),
                 f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "", str(len(e.values)),
                 _fmt(None if e.mean is None else e.mean - e.published, 2), verdict(e, rep.tolerance, rep.unit),
                 _grid(e.selected)]) + " |")
