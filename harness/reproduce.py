@@ -9,8 +9,9 @@ in where the paper is silent, the known protocol differences, and how to measure
                                    or ``series:<name>`` (its last logged value)
     transform                      "none", "negate" or "log" (measured -> published scale)
     lower_is_better, tolerance     published scale; a row is "within" if |difference| <= tolerance
-    select_on                      final metric (higher is better) that picks a grid point per
-                                   (row, column), averaged over seeds; "" when there is no grid
+    select_on                      final metric that picks a grid point per (row, column),
+                                   averaged over seeds; "" when there is no grid
+    select_direction               "max" (default) or "min": the best end of ``select_on``
     [protocol]                     the protocol, one line per item, as the paper states it
     [[filled_in]]                  detail / value / source: what the paper does not state
     [[differences]]                known differences between dgbench's run and the paper's
@@ -57,6 +58,7 @@ class Reproduction:
     tolerance: float
     unit: str
     select_on: str
+    select_direction: str  # "max" or "min": which end of select_on is best
     protocol: dict[str, str]
     filled_in: list[dict[str, str]]
     differences: list[str]
@@ -100,6 +102,9 @@ def parse(text: str, origin: str) -> Reproduction:
     transform = data.get("transform", "none")
     if transform not in TRANSFORMS:
         raise UsageError(f"{origin}.transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    direction = data.get("select_direction", "max")
+    if direction not in ("max", "min"):
+        raise UsageError(f"{origin}.select_direction must be 'max' or 'min', got {direction!r}")
     training = {**TRAINING_DEFAULTS, **_require(data, "training", origin)}
     try:
         _check_training(training, f"{origin}: training")
@@ -141,7 +146,8 @@ def parse(text: str, origin: str) -> Reproduction:
         name=_require(data, "name", origin), title=_require(data, "title", origin), source=_require(data, "source", origin),
         metric=_require(data, "metric", origin), transform=transform,
         lower_is_better=bool(data.get("lower_is_better", True)), tolerance=float(_require(data, "tolerance", origin)),
-        unit=data.get("unit", ""), select_on=data.get("select_on", ""), protocol=data.get("protocol", {}),
+        unit=data.get("unit", ""), select_on=data.get("select_on", ""), select_direction=direction,
+        protocol=data.get("protocol", {}),
         filled_in=data.get("filled_in", []), differences=data.get("differences", []), training=training,
         lr_grid=[float(x) for x in data.get("grid", {}).get("lr", [training["lr"]])], columns=columns, rows=rows,
         text=text,
@@ -198,7 +204,10 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
             options["eval_examples"] = eval_examples
         pcls = PROBLEMS[row["problem"]]
         base = {**rep.training, **row.get("training", {})}
-        base.update(steps=steps, eval_every=steps, log_every=min(base["log_every"], steps))
+        # a shortened run still ends with an evaluation and (if the protocol measures any) a variance
+        base.update(steps=steps, eval_every=steps, log_every=min(base["log_every"], steps),
+                    variance_every=min(base["variance_every"], steps) if base["variance_every"] <= base["steps"]
+                    else base["variance_every"])
         anneal = dict(row.get("anneal", {}))
         for key, chosen in (("rate", anneal_rates), ("every", anneal_every)):
             if chosen and anneal:
@@ -351,13 +360,16 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
                 return 0.0
             vals = [metrics.get(p.cell.key, {}).get(f"final_{rep.select_on}") for p in finished(group)]
             vals = [v for v in vals if v is not None and math.isfinite(v)]
-            return sum(vals) / len(vals) if vals else -math.inf
+            sign = 1.0 if rep.select_direction == "max" else -1.0
+            return sign * sum(vals) / len(vals) if vals else -math.inf
 
         best = max(candidates, key=lambda g: score(points[g]))
         values = [measured_value(rep, metrics.get(p.cell.key, {}), last.get(p.cell.key, {})) for p in finished(points[best])]
         diverged = sum(1 for p in finished(points[best]) if cells[p.cell.key]["status"] == "diverged")
         status = "measured" if len(candidates) == len(points) else \
             f"measured; {len(points) - len(candidates)} of {len(points)} grid points not finished"
+        if all(v is None for v in values):
+            status = f"finished without a value of {rep.metric}"
         if diverged:
             status += f"; {diverged} seed(s) diverged"
         result.append(Entry(rid, cid, published, [v for v in values if v is not None], dict(best), status, seeds, bound))
