@@ -37,6 +37,8 @@ class LatentVariableModel(MinibatchProblem):
                         eval_splits: str = "train,valid,test") -> None:
         """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``,
         those of them named in ``eval_splits`` (a protocol evaluates only what it reports).
+        ``train_full`` in ``eval_splits`` adds the single-sample ELBO over the whole training
+        set (``train_full_elbo``; one draw per example, as papers report the train ELBO).
 
         ``eval_examples > 0`` caps every split (quick runs); 0 evaluates them whole.
         """
@@ -45,9 +47,9 @@ class LatentVariableModel(MinibatchProblem):
         if eval_examples < 0:
             raise ValueError(f"eval_examples must be >= 0 (0: all), got {eval_examples}")
         chosen = [s for s in str(eval_splits).replace(" ", "").split(",") if s]
-        unknown = sorted(set(chosen) - set(splits))
+        unknown = sorted(set(chosen) - {*splits, "train_full"})
         if unknown or not chosen:
-            raise ValueError(f"eval_splits must name some of {', '.join(splits)}, got {eval_splits!r}")
+            raise ValueError(f"eval_splits must name some of {', '.join([*splits, 'train_full'])}, got {eval_splits!r}")
         self.eval_splits = eval_splits
         caps = {"train": TRAIN_EVAL_EXAMPLES, "valid": None, "test": None}
         self._eval_sets = {}
@@ -57,6 +59,7 @@ class LatentVariableModel(MinibatchProblem):
                 if cap is not None:
                     n = min(n, cap)
             self._eval_sets[split] = data[:n]
+        self._train_full = splits["train"][: eval_examples or None] if "train_full" in chosen else None
         self._iw_samples = iw_samples
 
     def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
@@ -83,4 +86,6 @@ class LatentVariableModel(MinibatchProblem):
             elbo, iwae = self.bounds(data, self._iw_samples)
             out[f"{split}_elbo"] = elbo
             out[f"{split}_iwae"] = iwae
+        if self._train_full is not None:
+            out["train_full_elbo"] = self.bounds(self._train_full, 1)[0]
         return out

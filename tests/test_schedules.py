@@ -108,3 +108,15 @@ def test_decayed_learning_rate_changes_the_trajectory_only_after_the_first_decay
     a, b = _series(plain, "objective"), _series(decayed, "objective")
     assert a[:6] == b[:6]  # the same noise and data: identical until the decay applies
     assert a[6:] != b[6:]
+
+
+def test_eval_splits_evaluate_only_what_is_named_and_train_full_is_one_draw_over_all():
+    from tests.helpers import small_problem
+
+    problem = small_problem("vae-bernoulli-digits", eval_splits="test,train_full", eval_examples=0)
+    out = problem.evaluate()
+    assert set(out) == {"test_elbo", "test_iwae", "train_full_elbo"}
+    assert problem._train_full.shape[0] == problem._train_inputs.shape[0]  # the whole training set
+    assert out["train_full_elbo"] == pytest.approx(problem.bounds(problem._train_inputs, 1)[0])
+    with pytest.raises(ValueError, match="eval_splits must name some of train, valid, test, train_full"):
+        small_problem("vae-bernoulli-digits", eval_splits="dev")
