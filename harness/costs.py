@@ -5,7 +5,8 @@ the other workers idle).
 A cell's cost is measured where it can be (the run time of the same cell in an earlier
 run of the directory, e.g. one that failed or was interrupted) and otherwise predicted:
 each problem configuration is calibrated once by timing a few training steps of
-``reinforce`` with one sample and one evaluation, and a cell costs
+``reinforce`` with one sample and one evaluation (of a few examples, scaled up, where a
+problem evaluates bounds on whole data splits), and a cell costs
 
     train:      steps x step x e  +  evaluations x eval  +  variance checks x replicas x replica x e
     gradstats:  replicas x replica x e
@@ -57,13 +58,28 @@ def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Ca
     for _ in range(TIMED):
         train_step(instance, estimators, optimizer, generator, data)
     step = (time.perf_counter() - start) / TIMED
-    start = time.perf_counter()
-    instance.evaluate()
-    evaluation = time.perf_counter() - start
+    evaluation = _evaluation_seconds(instance, problem, options, device)
     replicated_gradients(instance, estimators, REPLICAS, generator)
     start = time.perf_counter()
     replicated_gradients(instance, estimators, REPLICAS, generator)
     return Calibration(step, evaluation, (time.perf_counter() - start) / REPLICAS)
+
+
+CALIBRATION_EXAMPLES = 32
+
+
+def _evaluation_seconds(instance: Any, problem: str, options: dict[str, Any], device: torch.device) -> float:
+    """One ``evaluate()``. A problem that evaluates bounds on whole data splits (with up to
+    1000 samples per example: minutes) is timed on a few examples and scaled up."""
+    examples = getattr(instance, "evaluation_examples", None)
+    if examples is None or "eval_examples" not in type(instance).default_options() or examples() <= CALIBRATION_EXAMPLES:
+        start = time.perf_counter()
+        instance.evaluate()
+        return time.perf_counter() - start
+    small = make_problem(problem, {**options, "eval_examples": CALIBRATION_EXAMPLES}, 0, device)
+    start = time.perf_counter()
+    small.evaluate()
+    return (time.perf_counter() - start) * examples() / max(1, small.evaluation_examples())
 
 
 def evaluations(cell: Cell) -> float:

@@ -62,6 +62,10 @@ class LatentVariableModel(MinibatchProblem):
         self._train_full = splits["train"][: eval_examples or None] if "train_full" in chosen else None
         self._iw_samples = iw_samples
 
+    def evaluation_examples(self) -> int:
+        """Examples one :meth:`evaluate` draws ``iw_samples`` for (the cost model scales by it)."""
+        return sum(int(x.shape[0]) for x in self._eval_sets.values())
+
     def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 

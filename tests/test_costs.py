@@ -49,3 +49,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
                            f"{len(all_cells) - skipped} to run: about ")
     assert "with 2 worker(s)" in line and "longest:" in line
     assert not out.exists()
+
+
+def test_calibration_times_a_bound_evaluation_on_a_few_examples_and_scales_it(monkeypatch):
+    """A 1000-sample bound over whole splits takes minutes; calibration must not run it."""
+    from dgbench.harness import costs
+    from dgbench.problems.lvm import LatentVariableModel
+
+    sizes = []
+    original = LatentVariableModel.evaluate
+
+    def recording(self):
+        sizes.append(self.evaluation_examples())
+        return original(self)
+
+    monkeypatch.setattr(LatentVariableModel, "evaluate", recording)
+    options = {"latents": 4, "batch_size": 8, "iw_samples": 5}
+    full = costs.make_problem("vae-bernoulli-digits", options, 0, costs.torch.device("cpu")).evaluation_examples()
+    assert full > costs.CALIBRATION_EXAMPLES * 3
+    costs.calibrate("vae-bernoulli-digits", options, costs.torch.device("cpu"))
+    assert sizes and max(sizes) <= costs.CALIBRATION_EXAMPLES * 3  # at most the three capped splits
