@@ -6,7 +6,10 @@ in where the paper is silent, the known protocol differences, and how to measure
 
     name, title, source            the paper, table and where the numbers come from
     metric                         a final metric of the training cells (``final_<metric>``),
-                                   or ``series:<name>`` (its last logged value)
+                                   or ``series:<name>``, a logged series summarised by
+    series_summary                 "last" (default: its last value) or "median_second_half"
+                                   (the median of the transformed values logged in the second
+                                   half of training: the level a figure's curve shows)
     transform                      "none", "negate" or "log" (measured -> published scale)
     lower_is_better, tolerance     published scale; a row is "within" if |difference| <= tolerance
     select_on                      final metric that picks a grid point per (row, column),
@@ -59,6 +62,7 @@ class Reproduction:
     unit: str
     select_on: str
     select_direction: str  # "max" or "min": which end of select_on is best
+    series_summary: str  # "last" or "median_second_half" (series metrics)
     protocol: dict[str, str]
     filled_in: list[dict[str, str]]
     differences: list[str]
@@ -102,6 +106,9 @@ def parse(text: str, origin: str) -> Reproduction:
     transform = data.get("transform", "none")
     if transform not in TRANSFORMS:
         raise UsageError(f"{origin}.transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    summary = data.get("series_summary", "last")
+    if summary not in ("last", "median_second_half"):
+        raise UsageError(f"{origin}.series_summary must be 'last' or 'median_second_half', got {summary!r}")
     direction = data.get("select_direction", "max")
     if direction not in ("max", "min"):
         raise UsageError(f"{origin}.select_direction must be 'max' or 'min', got {direction!r}")
@@ -147,6 +154,7 @@ def parse(text: str, origin: str) -> Reproduction:
         metric=_require(data, "metric", origin), transform=transform,
         lower_is_better=bool(data.get("lower_is_better", True)), tolerance=float(_require(data, "tolerance", origin)),
         unit=data.get("unit", ""), select_on=data.get("select_on", ""), select_direction=direction,
+        series_summary=summary,
         protocol=data.get("protocol", {}),
         filled_in=data.get("filled_in", []), differences=data.get("differences", []), training=training,
         lr_grid=[float(x) for x in data.get("grid", {}).get("lr", [training["lr"]])], columns=columns, rows=rows,
@@ -260,12 +268,7 @@ def out_label(rep: Reproduction, steps_scale: float) -> str:
     return rep.name if steps_scale == 1 else f"{rep.name}-steps-x{steps_scale:g}"
 
 
-def measured_value(rep: Reproduction, metrics: dict[str, float], series_last: dict[str, float]) -> float | None:
-    """The cell's measurement on the published scale, or None if it has none."""
-    if rep.metric.startswith("series:"):
-        value = series_last.get(rep.metric[len("series:"):])
-    else:
-        value = metrics.get(f"final_{rep.metric}")
+def _transformed(rep: Reproduction, value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     if rep.transform == "negate":
@@ -273,6 +276,26 @@ def measured_value(rep: Reproduction, metrics: dict[str, float], series_last: di
     if rep.transform == "log":
         return math.log(value) if value > 0 else None
     return value
+
+
+def measured_value(rep: Reproduction, metrics: dict[str, float],
+                   series: dict[str, list[tuple[int, float]]]) -> float | None:
+    """The cell's measurement on the published scale, or None if it has none. ``series``:
+    each logged series of the cell as (step, value) pairs in step order."""
+    if not rep.metric.startswith("series:"):
+        return _transformed(rep, metrics.get(f"final_{rep.metric}"))
+    points = series.get(rep.metric[len("series:"):], [])
+    if not points:
+        return None
+    if rep.series_summary == "last":
+        return _transformed(rep, points[-1][1])
+    half = points[-1][0] / 2
+    values = [v for v in (_transformed(rep, value) for step, value in points if step > half) if v is not None]
+    if not values:
+        return None
+    values.sort()
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 # Running and reporting -------------------------------------------------------------------
@@ -307,8 +330,8 @@ class Entry:
         return mean - half, mean + half
 
 
-def _tables(out: Path) -> tuple[dict[str, dict], dict[str, dict[str, float]], dict[str, dict[str, float]], dict]:
-    """Per cell key: the cell row, its metrics, the last value of each series; the last run's provenance."""
+def _tables(out: Path) -> tuple[dict[str, dict], dict[str, dict[str, float]], dict[str, dict[str, list]], dict]:
+    """Per cell key: the cell row, its metrics, each series as (step, value) pairs; the last run's provenance."""
     from dgbench.store import read_tables
 
     t = read_tables(out)
@@ -316,9 +339,9 @@ def _tables(out: Path) -> tuple[dict[str, dict], dict[str, dict[str, float]], di
     metrics: dict[str, dict[str, float]] = {}
     for k, name, value in t.metrics[["cell_key", "name", "value"]].itertuples(index=False):
         metrics.setdefault(k, {})[name] = value
-    last: dict[str, dict[str, float]] = {}
-    for k, name, value in t.series.sort_values("step")[["cell_key", "name", "value"]].itertuples(index=False):
-        last.setdefault(k, {})[name] = value
+    last: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for k, step, name, value in t.series.sort_values("step")[["cell_key", "step", "name", "value"]].itertuples(index=False):
+        last.setdefault(k, {}).setdefault(name, []).append((int(step), value))
     provenance = json.loads(t.runs.sort_values("run_id").iloc[-1]["provenance"]) if not t.runs.empty else {}
     return cells, metrics, last, provenance
 

@@ -82,7 +82,9 @@ def markdown(rep: Any, entries: list[Any], notes: list[str], provenance: dict[st
         lines += ["**Shortened run: not a reproduction.** The numbers below only check that the protocol runs.", ""]
     better = "lower" if rep.lower_is_better else "higher"
     lines += [f"Source: {rep.source}", "",
-              f"Measured: `{rep.metric}` (transform: {rep.transform}), {better} is better; "
+              f"Measured: `{rep.metric}`"
+              + (f" ({rep.series_summary.replace('_', ' ')})" if rep.metric.startswith("series:") else "")
+              + f" (transform: {rep.transform}), {better} is better; "
               f"an entry is *within* when |measured mean - published| <= {rep.tolerance:g} {rep.unit} "
               "(for a published bound: when the mean meets it, to the same tolerance).", ""]
     mean_line = "mean and 95% t-interval over seeds"

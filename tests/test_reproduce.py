@@ -195,3 +195,14 @@ def test_relax_toy_runs_at_a_tiny_steps_scale(tmp_path, capsys):
     assert [r["column"] for r in rows] == ["reinforce", "rebar", "relax", "relax-authors-net"]
     assert all(r["measured_mean"] for r in rows)  # the variance is measured at the end of a shortened run
     assert rows[0]["published"] == "-4.3" and rows[2]["published"] == "<= -10"
+
+
+def test_series_metrics_last_value_or_median_of_the_second_half(toy_file):
+    rep = rp.load(str(toy_file))
+    rep.metric, rep.transform = "series:v", "log"
+    series = {"v": [(100, math.e ** -1), (200, math.e ** -9), (300, math.e ** -3), (400, math.e ** -5)]}
+    rep.series_summary = "last"
+    assert rp.measured_value(rep, {}, series) == pytest.approx(-5)
+    rep.series_summary = "median_second_half"  # steps 300 and 400 (after step 200 of 400)
+    assert rp.measured_value(rep, {}, series) == pytest.approx(-4)
+    assert rp.measured_value(rep, {}, {}) is None
