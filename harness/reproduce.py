@@ -331,7 +331,7 @@ class Entry:
 
 
 def _tables(out: Path) -> tuple[dict[str, dict], dict[str, dict[str, float]], dict[str, dict[str, list]], dict]:
-    """Per cell key: the cell row, its metrics, each series as (step, value) pairs; the last run's provenance."""
+    """Per cell key: the cell row, its metrics, each series as (step, value) pairs; each run's provenance."""
     from dgbench.store import read_tables
 
     t = read_tables(out)
@@ -342,17 +342,19 @@ def _tables(out: Path) -> tuple[dict[str, dict], dict[str, dict[str, float]], di
     last: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for k, step, name, value in t.series.sort_values("step")[["cell_key", "step", "name", "value"]].itertuples(index=False):
         last.setdefault(k, {}).setdefault(name, []).append((int(step), value))
-    provenance = json.loads(t.runs.sort_values("run_id").iloc[-1]["provenance"]) if not t.runs.empty else {}
-    return cells, metrics, last, provenance
+    runs = {int(r["run_id"]): json.loads(r["provenance"]) for r in t.runs.to_dict("records")}
+    return cells, metrics, last, runs
 
 
 def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[Entry], dict]:
-    """The table's entries from the results in ``out``, and the provenance of the last run there.
+    """The table's entries from the results in ``out``, and the provenance of the runs that
+    computed them.
 
     Per (row, column) the grid point with the best mean ``select_on`` over its finished
     seeds is selected (a grid point counts only once all its seeds finished, unless none
     has); its measured values are the seeds' values of ``metric``."""
-    cells, metrics, last, provenance = _tables(out)
+    cells, metrics, last, runs = _tables(out)
+    used: dict[int, int] = {}  # run id -> reported cells it computed
     by_entry: dict[tuple[str, str], list[Planned]] = {}
     for p in planned:
         by_entry.setdefault((p.row, p.column), []).append(p)
@@ -388,6 +390,9 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
 
         best = max(candidates, key=lambda g: score(points[g]))
         values = [measured_value(rep, metrics.get(p.cell.key, {}), last.get(p.cell.key, {})) for p in finished(points[best])]
+        for p in finished(points[best]):
+            run_id = int(cells[p.cell.key]["run_id"])
+            used[run_id] = used.get(run_id, 0) + 1
         diverged = sum(1 for p in finished(points[best]) if cells[p.cell.key]["status"] == "diverged")
         status = "measured" if len(candidates) == len(points) else \
             f"measured; {len(points) - len(candidates)} of {len(points)} grid points not finished"
@@ -396,6 +401,11 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
         if diverged:
             status += f"; {diverged} seed(s) diverged"
         result.append(Entry(rid, cid, published, [v for v in values if v is not None], dict(best), status, seeds, bound))
+    # The provenance of the run that computed most of the reported cells, and every commit involved.
+    provenance = dict(runs[max(used, key=used.get)]) if used else (runs[max(runs)] if runs else {})
+    commits = sorted({runs[r].get("git_commit", "unknown") for r in used})
+    if len(commits) > 1:
+        provenance["git_commit"] = ", ".join(commits) + " (cells computed by several runs)"
     return result, provenance
 
 
