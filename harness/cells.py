@@ -153,18 +153,21 @@ def _step_estimators(estimators: torch.nn.ModuleDict) -> dict[str, Tensor]:
 
 def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: torch.optim.Optimizer,
                generator: torch.Generator, data_generator: torch.Generator,
-               deferred: bool = False) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+               deferred: bool = False, loss_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """One timed training step: next minibatch, objective estimate, backward, the
     estimators' auxiliary step, and the optimiser step unless something is non-finite.
 
     Returns ``(objective, estimator_losses, finite)`` as tensors. ``deferred``: no host
     sync; the optimiser steps whatever ``finite`` says, and the caller checks the flags
-    later (at logging strides). The speed benchmarks time exactly this.
+    later (at logging strides). ``loss_scale`` multiplies the loss that is differentiated
+    (the batch size: a summed rather than averaged minibatch loss). The speed benchmarks
+    time exactly this.
     """
     problem.next_batch(data_generator)
     optimizer.zero_grad(set_to_none=True)
     loss = problem.loss(estimators, generator)
-    (loss if problem.minimize else -loss).backward()
+    scaled = loss if loss_scale == 1.0 else loss * loss_scale
+    (scaled if problem.minimize else -scaled).backward()
     estimator_losses = _step_estimators(estimators)
     objective = loss.detach()
     # One sum per gradient: NaN and inf propagate into the sums (a sum that overflows
@@ -194,6 +197,17 @@ def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, devic
         fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
         return torch.optim.Adam(params, lr=lr, fused=True if fused else None)
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def batch_loss_scale(problem: Problem, settings: dict[str, Any]) -> float:
+    """1 for the default minibatch mean; the batch size for ``batch_loss = "sum"`` (the
+    gradient of the summed loss, which plain SGD's learning rate depends on)."""
+    if schedules.protocol(settings)["batch_loss"] == "mean":
+        return 1.0
+    batch = problem.options().get("batch_size")
+    if batch is None:
+        raise ValueError(f'batch_loss = "sum" needs a problem trained on minibatches; {problem.id} has no batch_size')
+    return float(batch)
 
 
 class Schedules:
@@ -229,6 +243,7 @@ def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = Non
     params = list(problem.parameters()) + list(estimators.parameters())
     optimizer = make_optimizer(s["optimizer"], params, s["lr"], device, schedules.protocol(s)["momentum"])
     schedule = Schedules(s, optimizer, estimators)
+    loss_scale = batch_loss_scale(problem, s)
     generator = make_generator(derive_seed("train", cell.problem, cell.options, cell.seed), device)
     variance_generator = make_generator(derive_seed("train-variance", cell.problem, cell.options, cell.seed), device)
     # Data order depends on (problem, options, seed) only: every estimator sees the same batches.
@@ -263,7 +278,8 @@ def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = Non
     for step in range(first, s["steps"] + 1):
         schedule.apply(step)
         with watch.time():
-            pending.append((step, *train_step(problem, estimators, optimizer, generator, data_generator, deferred)))
+            pending.append((step, *train_step(problem, estimators, optimizer, generator, data_generator, deferred,
+                                              loss_scale)))
         checkpointing = checkpoint is not None and step < s["steps"] and checkpoint.due()
         if deferred and not (step % s["log_every"] == 0 or step % s["eval_every"] == 0 or step == s["steps"]
                              or step % s["variance_every"] == 0 or checkpointing):

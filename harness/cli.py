@@ -164,12 +164,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     anneal_rates = numbers(args.anneal_rate, float, "--anneal-rate")
     anneal_every = numbers(args.anneal_every, int, "--anneal-every")
+    column_lrs: dict[str, list[float]] = {}
+    for item in args.column_lr or []:
+        column, _, values = item.partition("=")
+        if not values:
+            raise UsageError(f"--column-lr takes COLUMN=LR[/LR...], got {item!r}")
+        column_lrs[column] = numbers([values.replace("/", ",")], float, "--column-lr")
     command = "dgbench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
     result = rp.reproduce(args.name, args.out, seeds=args.seeds, steps_scale=args.steps_scale, lrs=lrs,
                           rows=_ids(args.rows), columns=_ids(args.columns), eval_examples=args.eval_examples,
                           workers=args.workers, device=args.device, progress=not args.quiet,
                           in_process=args.in_process, threads=args.threads, report_only=args.report_only,
-                          anneal_rates=anneal_rates, anneal_every=anneal_every, command=command)
+                          anneal_rates=anneal_rates, anneal_every=anneal_every, column_lrs=column_lrs or None,
+                          command=command)
     counts = ", ".join(f"{result.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
     from dgbench.reports.reproduction import agrees
 
@@ -318,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run F x the protocol's steps (a shortened run is labelled: not a reproduction)")
     p_rpr.add_argument("--lr", action="append", metavar="LR[,LR...]",
                        help="restrict the protocol's learning-rate grid to these values (recorded as a difference)")
+    p_rpr.add_argument("--column-lr", action="append", metavar="COLUMN=LR[/LR...]",
+                       help="restrict one column's learning rates (repeatable; recorded as a difference)")
     p_rpr.add_argument("--anneal-rate", action="append", metavar="R[,R...]",
                        help="restrict the temperature-annealing grid's rates r (recorded as a difference)")
     p_rpr.add_argument("--anneal-every", action="append", metavar="N[,N...]",

@@ -186,8 +186,10 @@ class Planned:
 def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: list[float] | None = None,
          rows: list[str] | None = None, columns: list[str] | None = None,
          eval_examples: int | None = None, anneal_rates: list[float] | None = None,
-         anneal_every: list[int] | None = None) -> list[Planned]:
-    """Every training cell of the reproduction under these run options."""
+         anneal_every: list[int] | None = None, column_lrs: dict[str, list[float]] | None = None) -> list[Planned]:
+    """Every training cell of the reproduction under these run options. ``column_lrs``
+    restricts the learning-rate grid of single columns (e.g. to the rates a short pilot
+    selected on validation)."""
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")
     if not steps_scale > 0:
@@ -202,6 +204,12 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
         if outside:
             raise UsageError(f"--lr {outside[0]:g} is not in the protocol's grid ({', '.join(f'{x:g}' for x in grid)})")
         grid = [lr for lr in grid if lr in lrs]
+    for cid, chosen in (column_lrs or {}).items():
+        if cid not in [c["id"] for c in rep.columns]:
+            raise UsageError(f"--column-lr: {rep.name} has no column {cid!r}")
+        outside = [lr for lr in chosen if lr not in grid]
+        if outside:
+            raise UsageError(f"--column-lr {cid}={outside[0]:g} is not in the run's grid ({', '.join(f'{x:g}' for x in grid)})")
     steps = max(1, round(rep.training["steps"] * steps_scale))
     out = []
     for row in rep.rows:
@@ -224,7 +232,8 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
                     raise UsageError(f"--anneal-{key} {outside[0]:g} is not in row {row['id']!r}'s grid "
                                      f"({', '.join(f'{x:g}' for x in anneal[key])})")
                 anneal[key] = [x for x in anneal[key] if x in chosen]
-        single_point = len(grid) == 1 and all(len(anneal.get(k, [0])) == 1 for k in ("rate", "every"))
+        lr_points = max(len([lr for lr in grid if lr in (column_lrs or {}).get(c["id"], grid)]) for c in rep.columns)
+        single_point = lr_points == 1 and all(len(anneal.get(k, [0])) == 1 for k in ("rate", "every"))
         if single_point and rep.select_on and "eval_splits" in pcls.default_options():
             # one grid point: nothing to select, so only the reported split is evaluated
             options["eval_splits"] = rep.metric.split("_", 1)[0]
@@ -245,7 +254,8 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
                 points = [{"anneal_rate": r, "anneal_every": n, "anneal_start": anneal.get("start", 1.0),
                            "temperature_min": anneal.get("min", 0.0)}
                           for r, n in itertools.product(anneal["rate"], anneal["every"])]
-            for lr, point in itertools.product(grid, points):
+            column_grid = [lr for lr in grid if lr in (column_lrs or {}).get(column["id"], grid)]
+            for lr, point in itertools.product(column_grid, points):
                 settings = {**base, **point, "lr": lr, "budget": BUDGET}
                 key = (("lr", lr), *((k, point[k]) for k in ("anneal_rate", "anneal_every") if k in point))
                 for seed in range(seeds):
@@ -444,7 +454,7 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
               eval_examples: int | None = None, workers: int = 1, device: str = "cpu", progress: bool = False,
               in_process: bool = False, threads: int | None = None, report_only: bool = False,
               anneal_rates: list[float] | None = None, anneal_every: list[int] | None = None,
-              command: str = "") -> ReproductionRun:
+              column_lrs: dict[str, list[float]] | None = None, command: str = "") -> ReproductionRun:
     """Run reproduction ``name`` into ``out`` (resuming what is there) and write its report
     (``report.md``, ``report.csv``) there. ``report_only``: compute nothing, report what
     is stored (a run still in progress elsewhere, or one that was cut short)."""
@@ -455,7 +465,8 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
 
     rep = load(name)
     planned = plan(rep, seeds=seeds, steps_scale=steps_scale, lrs=lrs, rows=rows, columns=columns,
-                   eval_examples=eval_examples, anneal_rates=anneal_rates, anneal_every=anneal_every)
+                   eval_examples=eval_examples, anneal_rates=anneal_rates, anneal_every=anneal_every,
+                   column_lrs=column_lrs)
     cells = [p.cell for p in planned]
     out = Path(out or f"results/reproductions/{out_label(rep, steps_scale)}")
     counts: dict[str, int] = {}
@@ -479,6 +490,9 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
         raise UsageError(str(err)) from None
     notes = run_differences(rep, seeds=seeds, steps_scale=steps_scale, lrs=lrs, eval_examples=eval_examples,
                             columns=columns, rows=rows)
+    if column_lrs:
+        notes.append("learning rate per column restricted to: " + ", ".join(
+            f"{cid} {'/'.join(f'{x:g}' for x in lrs)}" for cid, lrs in column_lrs.items()))
     if anneal_rates or anneal_every:
         notes.append("temperature-annealing grid restricted to "
                      + "; ".join(x for x in (f"r in {anneal_rates}" if anneal_rates else "",

@@ -206,3 +206,14 @@ def test_series_metrics_last_value_or_median_of_the_second_half(toy_file):
     rep.series_summary = "median_second_half"  # steps 300 and 400 (after step 200 of 400)
     assert rp.measured_value(rep, {}, series) == pytest.approx(-4)
     assert rp.measured_value(rep, {}, {}) is None
+
+
+def test_column_lr_restricts_one_columns_grid(toy_file):
+    rep = rp.load(str(toy_file))
+    planned = rp.plan(rep, seeds=1, column_lrs={"reinforce": [0.5]})
+    assert {p.grid[0][1] for p in planned if p.column == "reinforce"} == {0.5}
+    assert {p.grid[0][1] for p in planned if p.column == "gs-hot"} == {0.0001, 0.5}
+    with pytest.raises(rp.UsageError, match="has no column 'nope'"):
+        rp.plan(rep, column_lrs={"nope": [0.5]})
+    with pytest.raises(rp.UsageError, match="--column-lr reinforce=0.3 is not in the run's grid"):
+        rp.plan(rep, column_lrs={"reinforce": [0.3]})

@@ -120,3 +120,14 @@ def test_eval_splits_evaluate_only_what_is_named_and_train_full_is_one_draw_over
     assert out["train_full_elbo"] == pytest.approx(problem.bounds(problem._train_inputs, 1)[0])
     with pytest.raises(ValueError, match="eval_splits must name some of train, valid, test, train_full"):
         small_problem("vae-bernoulli-digits", eval_splits="dev")
+
+
+def test_summed_batch_loss_scales_sgd_steps_by_the_batch_size():
+    """With plain SGD, batch_loss = "sum" equals the mean loss at batch_size x the learning rate."""
+    text = BASE.replace("lr = 0.1\n", "").replace('id = "bernoulli-toy"\noptions = {{ dim = 3 }}', 'id = "vae-bernoulli-digits"\noptions = {{ latents = 4, batch_size = 8, iw_samples = 2, eval_examples = 8 }}')
+    summed = parse_suite(text.format(extra='optimizer = "sgd"\nbatch_loss = "sum"\nlr = 0.001', estimators='["reinforce"]'), "t")
+    mean = parse_suite(text.format(extra='optimizer = "sgd"\nlr = 0.008', estimators='["reinforce"]'), "t")
+    a, b = (_series(run_cell(expand(x)[0]), "objective") for x in (summed, mean))
+    assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-4)
+    with pytest.raises(SuiteError, match='batch_loss must be "mean" or "sum"'):
+        suite('batch_loss = "total"')
