@@ -322,6 +322,7 @@ class Entry:
     status: str  # "measured", "skipped: ...", "not finished (k of n cells)"
     seeds_planned: int = 0
     bound: str | None = None  # "<=" or ">=": the paper states a bound, not a value
+    options: dict[str, Any] = field(default_factory=dict)  # the problem options the cells ran with
 
     @property
     def mean(self) -> float | None:
@@ -372,9 +373,10 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
     for (rid, cid), ps in by_entry.items():
         row = next(r for r in rep.rows if r["id"] == rid)
         published, bound = published_value(row["published"][cid])
+        ran_with = dict(ps[0].cell.options)
         seeds = len({p.cell.seed for p in ps})
         if ps[0].cell.skip_reason:
-            result.append(Entry(rid, cid, published, [], {}, f"skipped: {ps[0].cell.skip_reason}", seeds, bound))
+            result.append(Entry(rid, cid, published, [], {}, f"skipped: {ps[0].cell.skip_reason}", seeds, bound, ran_with))
             continue
         points: dict[tuple, list[Planned]] = {}
         for p in ps:
@@ -387,7 +389,7 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
         candidates = complete or {g: finished(grp) for g, grp in points.items() if finished(grp)}
         if not candidates:
             done = sum(len(finished(grp)) for grp in points.values())
-            result.append(Entry(rid, cid, published, [], {}, f"not finished ({done} of {len(ps)} cells)", seeds, bound))
+            result.append(Entry(rid, cid, published, [], {}, f"not finished ({done} of {len(ps)} cells)", seeds, bound, ran_with))
             continue
 
         def score(group: list[Planned], n_points: int = len(points)) -> float:
@@ -410,7 +412,7 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
             status = f"finished without a value of {rep.metric}"
         if diverged:
             status += f"; {diverged} seed(s) diverged"
-        result.append(Entry(rid, cid, published, [v for v in values if v is not None], dict(best), status, seeds, bound))
+        result.append(Entry(rid, cid, published, [v for v in values if v is not None], dict(best), status, seeds, bound, ran_with))
     # The provenance of the run that computed most of the reported cells, and every commit involved.
     provenance = dict(runs[max(used, key=used.get)]) if used else (runs[max(runs)] if runs else {})
     commits = sorted({runs[r].get("git_commit", "unknown") for r in used})
@@ -500,7 +502,16 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
     unfinished = [e for e in table if e.status.startswith("not finished")]
     if unfinished:
         notes.append(f"{len(unfinished)} of {len(table)} entries have no finished cell yet; rerun the command to complete them")
+    command = command or f"dgbench reproduce {name}"
+    commands = out / "commands.txt"  # every command that ran cells here, for the report's provenance
+    if not report_only:
+        with commands.open("a") as fh:
+            fh.write(command + "\n")
+    ran = commands.read_text().splitlines() if commands.exists() else []
+    shown = "; ".join(f"`{c}`" for c in dict.fromkeys(ran)) or "(unknown)"
+    if report_only:
+        shown += f"; report written by `{command}`"
     report = out / "report.md"
-    report.write_text(render.markdown(rep, table, notes, provenance, command or f"dgbench reproduce {name}"))
+    report.write_text(render.markdown(rep, table, notes, provenance, shown))
     (out / "report.csv").write_text(render.csv_text(rep, table))
     return ReproductionRun(rep.name, out, len(cells), counts, report, table)

@@ -76,7 +76,8 @@ def csv_text(rep: Any, entries: list[Any]) -> str:
 
 
 def markdown(rep: Any, entries: list[Any], notes: list[str], provenance: dict[str, Any], command: str) -> str:
-    """The whole report: header, verdict table per row, protocol, filled-in details, differences."""
+    """The whole report: header, verdict table per row, protocol, filled-in details,
+    differences, provenance (``command``: the commands that ran it, as Markdown)."""
     lines = [f"# Reproduction: {rep.title}", ""]
     if any(n.startswith("SHORTENED RUN") for n in notes):
         lines += ["**Shortened run: not a reproduction.** The numbers below only check that the protocol runs.", ""]
@@ -93,8 +94,10 @@ def markdown(rep: Any, entries: list[Any], notes: list[str], provenance: dict[st
         if not es:
             continue
         agree, pairs = ordering(es, rep.lower_is_better)
+        options = es[0].options or row.get("options", {})
+        shown = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in options.items())
         lines += [f"## {row['label']}", "", f"Problem `{row['problem']}`"
-                  + (f" with options {row['options']}" if row.get("options") else "") + f"; {mean_line}.", ""]
+                  + (f" with options {shown}" if shown else "") + f"; {mean_line}.", ""]
         lines += ["| column | estimator | published | measured | 95% interval | seeds | difference | verdict | selected |",
                   "|---|---|---:|---:|---|---:|---:|---|---|"]
         for e in es:
@@ -115,7 +118,7 @@ def markdown(rep: Any, entries: list[Any], notes: list[str], provenance: dict[st
         lines += [f"- **{d['detail']}**: {d['value']} (from {d['source']})" for d in rep.filled_in] + [""]
     lines += ["## Differences from the published protocol", ""]
     lines += [f"- {d}" for d in [*notes, *rep.differences]] or ["- none known"]
-    lines += ["", "## Provenance", "", f"- command: `{command}`"]
+    lines += ["", "## Provenance", "", f"- command: {command}"]
     for key in ("git_commit", "torch_version", "python_version", "platform", "cpu", "workers", "threads_per_worker", "device"):
         if key in provenance:
             lines.append(f"- {key}: {provenance[key]}")
