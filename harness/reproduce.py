@@ -475,6 +475,12 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
     if not report_only:
         if workers < 1:
             raise UsageError(f"--workers must be >= 1, got {workers}")
+        from dgbench.harness.devices import DeviceUnavailable, resolve_device
+
+        try:
+            device = str(resolve_device(device))
+        except DeviceUnavailable as err:
+            raise UsageError(str(err)) from None
         check_data(cells)
         store, notes = open_results(out, suite_for(rep, planned, out_label(rep, steps_scale)), update_suite=True)
         try:

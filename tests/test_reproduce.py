@@ -217,3 +217,18 @@ def test_column_lr_restricts_one_columns_grid(toy_file):
         rp.plan(rep, column_lrs={"nope": [0.5]})
     with pytest.raises(rp.UsageError, match="--column-lr reinforce=0.3 is not in the run's grid"):
         rp.plan(rep, column_lrs={"reinforce": [0.3]})
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_without_a_device_is_a_usage_error(toy_file, tmp_path, capsys):
+    assert main(["reproduce", str(toy_file), "--device", "cuda", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "cuda" in capsys.readouterr().err.lower()
+
+
+def test_summed_batch_loss_needs_a_minibatch_problem():
+    from dgbench.harness.cells import batch_loss_scale, make_problem
+
+    problem = make_problem("bernoulli-toy", {"dim": 2}, 0, __import__("torch").device("cpu"))
+    assert batch_loss_scale(problem, {"lr": 0.1}) == 1.0
+    with pytest.raises(ValueError, match='batch_loss = "sum" needs a problem trained on minibatches'):
+        batch_loss_scale(problem, {"lr": 0.1, "batch_loss": "sum"})
