@@ -221,19 +221,24 @@ class Schedules:
         self.lr: float | None = None
         self.temperature: float | None = None
         self.anneals = schedules.temperature(settings, 1) is not None
+        self.decays = schedules.protocol(settings)["lr_decay"] != 1.0  # else the rate is set once
 
     def apply(self, step: int) -> None:
-        lr = schedules.learning_rate(self.settings, step)
-        if lr != self.lr:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.lr = lr
+        """Called before every training step: nothing to compute when no schedule is on."""
+        if self.decays or self.lr is None:
+            self._set_lr(schedules.learning_rate(self.settings, step))
         if self.anneals:
             tau = schedules.temperature(self.settings, step)
             if tau != self.temperature:
                 applied = [estimator.set_temperature(tau) for estimator in self.estimators.values()]
                 self.temperature = tau if any(applied) else None
                 self.anneals = any(applied)  # nothing to anneal: stop trying
+
+    def _set_lr(self, lr: float) -> None:
+        if lr != self.lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.lr = lr
 
 
 def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
