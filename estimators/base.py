@@ -30,6 +30,8 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
                       as a reference line and never rank)
 ``multi_sample_bound``  estimates the gradient of ``E log mean_k exp f(z_k)`` (VIMCO), for
                       problems that expose a k-sample bound, instead of ``E f``
+``sequential``        takes an autoregressive node (:mod:`dgbench.sequences`) in place of
+                      logits: units drawn in order, each depending on the earlier ones
 ``include_in_all``    part of a suite's ``include = "all"`` (False for a configurable core
                       whose published configurations are registered under their own ids,
                       e.g. ``score-function``; suites add it by name or as ``variants``)
@@ -80,6 +82,7 @@ class Estimator(torch.nn.Module):
     min_samples: ClassVar[int] = 1
     evals_scale_with_event: ClassVar[bool] = False
     multi_sample_bound: ClassVar[bool] = False
+    sequential: ClassVar[bool] = False
     include_in_all: ClassVar[bool] = True
     paper: ClassVar[str] = ""
     group: ClassVar[str] = "other"
@@ -140,6 +143,7 @@ class Estimator(torch.nn.Module):
             "min_samples": cls.min_samples,
             "evals_scale_with_event": cls.evals_scale_with_event,
             "multi_sample_bound": cls.multi_sample_bound,
+            "sequential": cls.sequential,
             "include_in_all": cls.include_in_all,
             "hyperparameters": cls.default_hyperparameters(),
             "paper": cls.paper,
@@ -233,6 +237,29 @@ class Estimator(torch.nn.Module):
         """
         s = self.node.sum_event(grad.detach() * logits)
         return value + (s - s.detach())
+
+    def attach_per_sample(self, value: Tensor, logits: Tensor, grad: Tensor) -> Tensor:
+        """:meth:`attach` for per-sample logits ``(S, *batch, ...)`` (an autoregressive node's
+        teacher-forced logits): ``grad`` holds each sample's share, summed over samples."""
+        s = self.node.sum_event(grad.detach() * logits).sum(0)
+        return value + (s - s.detach())
+
+    def score_function_sequence(self, sequence: Any, f: Objective, generator: torch.Generator,
+                                signal: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+        """The score-function estimate on an autoregressive node (:mod:`dgbench.sequences`):
+
+            g = 1/S sum_s l_s d log q(z_s) / d theta,   log q(z) = sum_t log q(z_t | z_<t)
+
+        ``signal(L, z, fz)`` gives the learning signals ``(S, *batch)`` (or per unit) from the
+        teacher-forced logits ``L``, the samples and their values."""
+        z = sequence.sample(self.samples, generator)
+        teacher_forced = sequence.teacher_forced(z)
+        fz = self.evaluate(f, z, teacher_forced[0])
+        signals = signal(teacher_forced, z, fz)
+        if signals.dim() < z.dim():
+            signals = self.node.per_sample(signals)
+        grad = signals.detach() * self.node.score(z, teacher_forced.detach()) / z.shape[0]
+        return self.attach_per_sample(fz.mean(0), teacher_forced, grad)
 
 
 _BUILTINS: Builtins[type[Estimator]] = Builtins("estimator")

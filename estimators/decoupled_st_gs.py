@@ -39,11 +39,11 @@ class Decoupled(RelaxedGradient):
         self.forward_temperature = _positive("forward_temperature", forward_temperature)
         self.backward_temperature = _positive("backward_temperature", backward_temperature)
 
-    def estimate(self, est, logits, f, u):
+    def relax_step(self, est, logits, u):
         node = est.node
         z = node.harden_perturbed(node.perturb(logits.detach() / self.forward_temperature, u))
         y = node.soften(node.perturb(logits / self.backward_temperature, u), 1.0)
-        return est.evaluate(f, z + (y - y.detach()), logits).mean(0)
+        return z + (y - y.detach())
 
 
 @builtin

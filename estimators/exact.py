@@ -22,6 +22,7 @@ from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import probs
 from dgbench.nodes import log2_states
+from dgbench.sequences import Autoregressive, is_sequence
 
 DEFAULT_MAX_STATES = 2**16
 DEFAULT_MAX_EVALUATIONS = 2**22
@@ -37,6 +38,7 @@ class Exact(Estimator):
     multi_sample = False
     paper = "Enumeration over all states (reference, not an estimator)"
     group = "reference"
+    sequential = True
 
     def __init__(
         self, node: str = "bernoulli", *, max_states: int = DEFAULT_MAX_STATES,
@@ -50,8 +52,28 @@ class Exact(Estimator):
         return self.node.num_states(event_shape)
 
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator | None = None) -> Tensor:
+        if is_sequence(logits):
+            return self._sequence(logits, f)
         self.node.check_logits(logits)
         event_shape = logits.shape[logits.dim() - self.node.event_dims :]
+        self._check_size(event_shape, logits.shape[: logits.dim() - self.node.event_dims])
+        states = self.node.states(event_shape, logits)
+        n = states.shape[0]
+        batch = logits.shape[: logits.dim() - self.node.event_dims]
+        view = (n,) + (1,) * len(batch) + tuple(event_shape)
+        z = states.reshape(view).expand(n, *logits.shape)
+        weights = self.node.log_prob(z, logits).exp()
+        return (weights * self.evaluate(f, z, logits)).sum(0)
+
+    def _sequence(self, sequence: Autoregressive, f: Objective) -> Tensor:
+        """``sum_z q(z) f(z)`` over every sequence, ``q(z)`` from the teacher-forced logits."""
+        self._check_size(sequence.shape[sequence.unit_axis:], sequence.batch_shape)
+        z = sequence.states()
+        teacher_forced = sequence.teacher_forced(z)
+        weights = self.node.log_prob(z, teacher_forced).exp()
+        return (weights * self.evaluate(f, z, teacher_forced[0])).sum(0)
+
+    def _check_size(self, event_shape: torch.Size, batch: torch.Size) -> None:
         n = self.node.num_states(event_shape)
         if n > self.max_states:
             count = str(n) if n < 10**12 else f"2^{log2_states(self.node, event_shape):.4g}"
@@ -59,17 +81,11 @@ class Exact(Estimator):
                 f"exact: a {self.node.name} node of event shape {tuple(event_shape)} has {count} states, "
                 f"above max_states={self.max_states}; use a sampling estimator or raise max_states"
             )
-        batch = logits.shape[: logits.dim() - self.node.event_dims]
         if n * batch.numel() > self.max_evaluations:
             raise NotApplicable(
                 f"exact: {n} states x {batch.numel()} batch elements = {n * batch.numel()} evaluations of f "
                 f"in one call, above max_evaluations={self.max_evaluations} (nested layers multiply)"
             )
-        states = self.node.states(event_shape, logits)
-        view = (n,) + (1,) * len(batch) + tuple(event_shape)
-        z = states.reshape(view).expand(n, *logits.shape)
-        weights = self.node.log_prob(z, logits).exp()
-        return (weights * self.evaluate(f, z, logits)).sum(0)
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

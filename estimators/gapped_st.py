@@ -50,11 +50,11 @@ class Gapped(RelaxedGradient):
         self.temperature = _positive("temperature", temperature)
         self.gap = _positive("gap", gap)
 
-    def estimate(self, est, logits, f, u):
+    def relax_step(self, est, logits, u):
         z = est.node.hard(logits.detach(), u)
         shift = (gapped_logits(est.node.name, logits.detach(), z, self.gap) - logits.detach()).detach()
         y = est.node.soften(logits + shift, self.temperature)
-        return est.evaluate(f, z + (y - y.detach()), logits).mean(0)
+        return z + (y - y.detach())
 
 
 @builtin

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from dgbench.estimators.base import Estimator, Objective, builtin, score_function
 from dgbench.estimators.reference import hard, probs
+from dgbench.sequences import is_sequence
 
 
 @builtin
@@ -39,6 +40,7 @@ class GRPO(Estimator):
     min_samples = 2
     paper = "Shao et al. (2024), DeepSeekMath (GRPO), arXiv:2402.03300"
     group = "score function"
+    sequential = True
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 4, eps: float = 1e-4) -> None:
         super().__init__(node, samples)
@@ -46,12 +48,16 @@ class GRPO(Estimator):
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = eps
 
+    def advantage(self, fz: Tensor) -> Tensor:
+        signal = fz.detach()
+        return (signal - signal.mean(0, keepdim=True)) / (signal.std(0, keepdim=True) + self.eps)
+
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        if is_sequence(logits):  # whole sequences, as GRPO trains language-model policies
+            return self.score_function_sequence(logits, f, generator, lambda tf, z, fz: self.advantage(fz))
         z = self.node.sample(logits.detach(), self.samples, generator)
         fz = self.evaluate(f, z, logits)
-        signal = fz.detach()
-        advantage = (signal - signal.mean(0, keepdim=True)) / (signal.std(0, keepdim=True) + self.eps)
-        return self.attach(fz.mean(0), logits, score_function(self.node, logits, z, advantage))
+        return self.attach(fz.mean(0), logits, score_function(self.node, logits, z, self.advantage(fz)))
 
 
 # The hand-written reference for the exact single-draw test (see dgbench.estimators.reference).

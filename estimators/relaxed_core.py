@@ -19,6 +19,13 @@ The published estimators (``gumbel-softmax``, ``st-gumbel-softmax``, ``gumbel-ra
 ``straight-through``, ``reinmax``) are the core with one part and its paper's defaults;
 ``relaxed`` takes the part as a hyperparameter, so a suite crosses them as ``variants``.
 All are biased and evaluate or differentiate f at points the problem must accept.
+
+On an autoregressive node (:mod:`dgbench.sequences`) each part forms unit t from its
+logits and noise with :meth:`RelaxedGradient.relax_step`, a value (relaxed or hard) whose
+gradient with respect to the unit's logits is the part's, and that value is fed to step
+t + 1: the gradient flows through the recurrence, as in the Gumbel-softmax sequence GANs
+(Kusner & Hernandez-Lobato, 2016). On a one-unit node ``relax_step`` followed by f gives
+the part's factorised estimate; a test pins this.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import torch
 from torch import Tensor
 
 from dgbench import noise
+from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator, Objective
+from dgbench.sequences import is_sequence
 
 
 def _positive(name: str, value: float) -> float:
@@ -48,7 +57,13 @@ class RelaxedGradient(torch.nn.Module):
         return (samples, *logits_shape)
 
     def estimate(self, est: Estimator, logits: Tensor, f: Objective, u: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The estimate: by default f at :meth:`relax_step`'s sample, averaged over samples."""
+        return est.evaluate(f, self.relax_step(est, logits, u), logits).mean(0)
+
+    def relax_step(self, est: Estimator, logits: Tensor, u: Tensor) -> Tensor:
+        """The sample formed from ``u`` (relaxed or hard), carrying the part's gradient to
+        ``logits``; on an autoregressive node, one unit's."""
+        raise NotApplicable(f"{est.id}: the {self.id!r} gradient has no per-unit form for autoregressive nodes")
 
 
 class Soft(RelaxedGradient):
@@ -58,9 +73,8 @@ class Soft(RelaxedGradient):
         super().__init__()
         self.temperature = _positive("temperature", temperature)
 
-    def estimate(self, est, logits, f, u):
-        y = est.node.relaxed(logits, u, self.temperature)
-        return est.evaluate(f, y, logits).mean(0)
+    def relax_step(self, est, logits, u):
+        return est.node.relaxed(logits, u, self.temperature)
 
 
 class StraightThroughSoft(RelaxedGradient):
@@ -70,10 +84,9 @@ class StraightThroughSoft(RelaxedGradient):
         super().__init__()
         self.temperature = _positive("temperature", temperature)
 
-    def estimate(self, est, logits, f, u):
+    def relax_step(self, est, logits, u):
         y = est.node.relaxed(logits, u, self.temperature)
-        z = est.node.harden(y)
-        return est.evaluate(f, z + (y - y.detach()), logits).mean(0)
+        return est.node.harden(y) + (y - y.detach())
 
 
 class RaoBlackwellised(RelaxedGradient):
@@ -103,6 +116,13 @@ class RaoBlackwellised(RelaxedGradient):
             (g,) = torch.autograd.grad(soft, theta, grad_outputs=df_db / u.shape[1])
         return est.attach(fb.mean(0), logits, g)
 
+    def relax_step(self, est, logits, u):
+        node = est.node
+        b = node.harden_perturbed(node.perturb(logits.detach(), u[0]))
+        perturbation = node.conditional_perturb(logits.detach(), b, u[1:]) - logits.detach()
+        soft = node.soften(logits + perturbation, self.temperature).mean(0)
+        return b + (soft - soft.detach())
+
 
 class ThroughMean(RelaxedGradient):
     """Straight-through: the Jacobian of ``probs(logits / temperature)`` (1: the mean's)."""
@@ -114,10 +134,10 @@ class ThroughMean(RelaxedGradient):
         super().__init__()
         self.temperature = _positive("temperature", temperature)
 
-    def estimate(self, est, logits, f, u):
+    def relax_step(self, est, logits, u):
         z = est.node.hard(logits.detach(), u)
         mu = est.node.probs(logits / self.temperature) if self.temperature != 1.0 else est.node.probs(logits)
-        return est.evaluate(f, z + (mu - mu.detach()), logits).mean(0)
+        return z + (mu - mu.detach())
 
 
 class ReinMaxGradient(RelaxedGradient):
@@ -145,6 +165,15 @@ class ReinMaxGradient(RelaxedGradient):
         g = (2 * self._jacobian_t(est, pi1, v) - 0.5 * self._jacobian_t(est, pi0, v)).mean(0)
         return est.attach(fz.mean(0), logits, g)
 
+    def relax_step(self, est, logits, u):
+        # The Jacobians are symmetric and linear in their argument, so h's vector-Jacobian
+        # product with v is ReinMax's 2 J(pi1) v - J(pi0) v / 2.
+        d = est.node.hard(logits.detach(), u)
+        theta = logits.detach()
+        pi0, pi1 = est.node.probs(theta), (d + est.node.probs(theta / self.temperature)) / 2
+        h = 2 * self._jacobian_t(est, pi1, logits) - 0.5 * self._jacobian_t(est, pi0, logits)
+        return d + (h - h.detach())
+
 
 GRADIENTS: dict[str, type[RelaxedGradient]] = {
     cls.id: cls for cls in (Soft, StraightThroughSoft, RaoBlackwellised, ThroughMean, ReinMaxGradient)
@@ -159,11 +188,17 @@ class RelaxedCore(Estimator):
     relaxed = True
     evals_per_sample = 1
     group = "relaxed / straight-through"
+    sequential = True
     part: RelaxedGradient
 
     def noise_shape(self, logits_shape: torch.Size) -> tuple[int, ...]:
         return self.part.noise_shape(self.samples, logits_shape)
 
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        if is_sequence(logits):
+            like = torch.empty((), dtype=logits.dtype, device=logits.device)
+            u = noise.uniform(self.noise_shape(logits.shape), generator, like)
+            y = logits.rollout(lambda logits_t, u_t: self.part.relax_step(self, logits_t, u_t), u, self.samples)
+            return self.evaluate(f, y, y[0]).mean(0)
         u = noise.uniform(self.noise_shape(logits.shape), generator, logits)
         return self.part.estimate(self, logits, f, u)

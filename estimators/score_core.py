@@ -38,9 +38,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator, Objective, score_function
 from dgbench.estimators.networks import control_network
 from dgbench.nodes import Node
+from dgbench.sequences import Autoregressive, is_sequence
 
 
 class Baseline(torch.nn.Module):
@@ -48,6 +50,13 @@ class Baseline(torch.nn.Module):
 
     id: ClassVar[str] = ""
     min_samples: ClassVar[int] = 1
+    sequential: ClassVar[bool] = True  # defined on autoregressive nodes (dgbench.sequences)
+
+    def sequence_signal(self, est: Estimator, sequence: Autoregressive, logits: Tensor, z: Tensor,
+                        fz: Tensor) -> Tensor:
+        """The learning signal on an autoregressive node; ``logits`` are the samples'
+        teacher-forced logits ``(S, *batch, T[, V])``. Default: :meth:`signal` with them."""
+        return self.signal(est, logits, z, fz, None)
 
     def prepare(self, est: Estimator, logits: Tensor, f: Objective) -> Any:
         """Work done before the samples are drawn (MuProp's evaluation at the mean)."""
@@ -140,6 +149,13 @@ class LearnedNetwork(Baseline):
         self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("variance", torch.ones((), dtype=torch.float64))
 
+    def sequence_signal(self, est, sequence, logits, z, fz):
+        # b(x) must not depend on the sample: its input is what the node is conditioned on.
+        context = sequence.context()
+        if est.node.event_dims == 2:
+            context = context.unsqueeze(-2)  # input_baseline flattens a categorical event
+        return self.signal(est, context, z, fz, None)
+
     def input_baseline(self, node: Node, logits: Tensor) -> Tensor:
         """``b(x)`` per batch element from the detached logits."""
         x = logits.detach()
@@ -168,6 +184,7 @@ class LearnedNetwork(Baseline):
 
 class Taylor(Baseline):
     id = "taylor"
+    sequential = False  # E[z] of an autoregressive node has no closed form
 
     def prepare(self, est, logits, f):
         mu = est.node.probs(logits.detach()).requires_grad_(True)
@@ -199,9 +216,15 @@ class ScoreFunctionCore(Estimator):
     relaxed = False
     evals_per_sample = 1
     group = "score function"
+    sequential = True
     part: Baseline
 
     def forward(self, logits: Tensor, f: Objective, *, generator: torch.Generator) -> Tensor:
+        if is_sequence(logits):
+            if not self.part.sequential:
+                raise NotApplicable(f"{self.id}: the {self.part.id!r} baseline needs factorised units")
+            return self.score_function_sequence(
+                logits, f, generator, lambda tf, z, fz: self.part.sequence_signal(self, logits, tf, z, fz))
         prepared = self.part.prepare(self, logits, f)
         z = self.node.sample(logits.detach(), self.samples, generator)
         fz = self.evaluate(f, z, logits)

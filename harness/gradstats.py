@@ -24,6 +24,7 @@ from torch import Tensor
 
 from dgbench.harness.devices import Stopwatch
 from dgbench.problems.base import Estimators, Problem
+from dgbench.sequences import is_sequence
 
 # Elements of replicated logits times f-evaluations processed at once; bounds memory.
 CHUNK_ELEMENTS = 2**21
@@ -56,6 +57,8 @@ def replicated_gradients(
     try:
         with torch.enable_grad():
             logits = problem.logits()
+            if is_sequence(logits):
+                return _replicated_sequence_gradients(problem, estimators, params, logits, replicas, generator, chunk)
             if chunk is None:
                 per_replica = logits.numel() * max(1, problem.evals_per_estimate(estimators))
                 chunk = max(1, min(replicas, CHUNK_ELEMENTS // per_replica))
@@ -75,6 +78,29 @@ def replicated_gradients(
     finally:
         for name, mode in modes.items():
             estimators[name].train(mode)
+    return torch.cat(rows)
+
+
+# Replicas per chunk on an autoregressive node: the batched backward costs chunk^2.
+SEQUENCE_CHUNK = 32
+
+
+def _replicated_sequence_gradients(problem, estimators, params, logits, replicas, generator, chunk) -> Tensor:
+    """Replicated gradients on an autoregressive node: there is no logits tensor to branch
+    the replicas from, so each chunk draws ``n`` replicas through :meth:`replicate` and takes
+    the ``n`` per-replica gradients w.r.t. the parameters in one batched backward pass
+    (one-hot output gradients)."""
+    chunk = chunk or SEQUENCE_CHUNK
+    rows = []
+    for start in range(0, replicas, chunk):
+        n = min(chunk, replicas - start)
+        out = problem.objective(estimators, logits.replicate(n), generator)
+        eye = torch.eye(n, dtype=out.dtype, device=out.device)
+        grads = torch.autograd.grad(out, params, grad_outputs=eye, is_grads_batched=True,
+                                    retain_graph=True, allow_unused=True)
+        grads = [torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+                 for g, p in zip(grads, params)]
+        rows.append(flatten(grads, batched=True))
     return torch.cat(rows)
 
 

@@ -31,12 +31,17 @@ def _yes(flag: bool) -> str:
 
 
 def estimator_markdown() -> str:
-    lines = ["| id | group | family | unbiased | relaxed | f evals per estimate | defaults | paper |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| id | group | family | unbiased | relaxed | autoregressive nodes | f evals per estimate | defaults | paper |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for eid, cls in ESTIMATORS.items():
         lines.append(f"| `{eid}` | {cls.group} | {cls.family} | {_yes(cls.unbiased)} | {_yes(cls.relaxed)} | "
-                     f"{evals_text(cls)} | {defaults_text(cls)} | {cls.paper} |")
+                     f"{_yes(cls.sequential)} | {evals_text(cls)} | {defaults_text(cls)} | {cls.paper} |")
     return "\n".join(lines)
+
+
+def family_text(cls: Any) -> str:
+    """A problem's node family, marked where the node is autoregressive."""
+    return f"{cls.family}, autoregressive" if cls.sequential else cls.family
 
 
 def problem_markdown() -> str:
@@ -44,7 +49,7 @@ def problem_markdown() -> str:
     for pid, cls in PROBLEMS.items():
         scores = "; ".join(f"{s.label}, {'higher' if s.higher_is_better else 'lower'} is better"
                            for s in cls.declared_scores())
-        lines.append(f"| `{pid}` | {cls.family} | {scores} | {cls.description} |")
+        lines.append(f"| `{pid}` | {family_text(cls)} | {scores} | {cls.description} |")
     return "\n".join(lines)
 
 
@@ -56,5 +61,5 @@ def terminal_rows(what: str) -> list[list[Any]]:
                  for eid, cls in ESTIMATORS.items()]
         return rows
     rows = [["id", "family", "description"]]
-    rows += [[pid, cls.family, cls.description] for pid, cls in PROBLEMS.items()]
+    rows += [[pid, family_text(cls), cls.description] for pid, cls in PROBLEMS.items()]
     return rows

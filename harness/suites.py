@@ -274,6 +274,10 @@ def samples_for_budget(cls: type[Estimator], budget: dict[str, int],
     return samples, None
 
 
+SEQUENTIAL_REFUSAL = ("needs factorised units; the problem's node is autoregressive (each unit depends on "
+                      "the units before it)")
+
+
 def incompatibility(pcls: type[Problem], ecls: type[Estimator], options: dict[str, Any]) -> str | None:
     """Why ``ecls`` cannot run on ``pcls`` with these options (None: it can), from declared
     capabilities only; ``dgbench run`` records the reason as a skipped cell, ``gradcheck``
@@ -282,6 +286,8 @@ def incompatibility(pcls: type[Problem], ecls: type[Estimator], options: dict[st
         return f"estimator family {ecls.family!r} does not cover the {pcls.family} problem"
     if ecls.relaxed and not pcls.differentiable:
         return "relaxed estimator, but the problem's objective is not differentiable in z"
+    if pcls.sequential and not ecls.sequential:
+        return SEQUENTIAL_REFUSAL
     if ecls.multi_sample_bound:
         return pcls.multi_sample_bound_refusal(options)
     return None

@@ -19,6 +19,9 @@ Class attributes:
                     objective at hard samples, in the objective's direction.
 ``test_options``    options that make the problem small enough for the generic tests
                     (every registered problem runs through them with these)
+``sequential``      the node is autoregressive (:mod:`dgbench.sequences`): ``logits()``
+                    returns an :class:`~dgbench.sequences.Autoregressive` and only
+                    estimators declaring ``sequential`` apply
 ``bound_option``    the option holding k where the objective can be a k-sample bound
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
@@ -88,6 +91,7 @@ class Problem(torch.nn.Module):
     differentiable: ClassVar[bool] = True
     batch_dims: ClassVar[int] = 0
     bound_option: ClassVar[str | None] = None
+    sequential: ClassVar[bool] = False
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
     test_options: ClassVar[dict[str, Any]] = {}  # options that make it small for the generic tests
@@ -137,9 +141,17 @@ class Problem(torch.nn.Module):
             return values
         return values.mean(dim=tuple(range(-self.batch_dims, 0)))
 
+    def check_sequential(self, estimator: Any) -> None:
+        """Raise :class:`NotApplicable` if this problem's node is autoregressive and
+        ``estimator`` does not declare ``sequential`` (it needs factorised units)."""
+        if self.sequential and not getattr(estimator, "sequential", False):
+            raise NotApplicable(f"{getattr(estimator, 'id', estimator)} needs factorised units; {self.id}'s node "
+                                "is autoregressive")
+
     def objective(self, estimators: Estimators, logits: Tensor, generator: torch.Generator | None) -> Tensor:
         """Objective estimate per replica, ``(*R, *batch, event) -> (*R,)``."""
         (name,) = self.node_names()
+        self.check_sequential(self.node_estimators(estimators)[name])
         values = self.node_estimators(estimators)[name](logits, self.f, generator=generator)
         extra = self.analytic(logits)
         if extra is not None:
@@ -232,6 +244,7 @@ class Problem(torch.nn.Module):
             "family": cls.family,
             "minimize": cls.minimize,
             "differentiable": cls.differentiable,
+            "sequential": cls.sequential,
             "options": cls.default_options(),
             "scores": [asdict(score) for score in cls.declared_scores()],
             "description": cls.description,

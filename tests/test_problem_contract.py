@@ -19,6 +19,7 @@ from dgbench.harness.gradstats import replicated_gradients
 from dgbench.harness.seeding import make_generator
 from dgbench.problems import PROBLEMS
 from dgbench.problems.minibatch import MinibatchProblem
+from dgbench.sequences import is_sequence
 from tests.helpers import DTYPE, SMALL_OPTIONS, small_problem
 
 IDS = list(PROBLEMS)
@@ -27,6 +28,17 @@ EVENT_DIMS = {"bernoulli": 1, "categorical": 2}
 
 def estimators_for(problem, eid="rloo", **hyper):
     return node_estimators(problem, ESTIMATORS[eid], hyper, torch.device("cpu"))
+
+
+def as_tensor(logits):
+    """The logits tensor, or an autoregressive node's teacher-forced logits of one sample."""
+    if is_sequence(logits):
+        return logits.teacher_forced(logits.sample(1, make_generator(0)))[0]
+    return logits
+
+
+def replicated(logits, n):
+    return logits.replicate(n) if is_sequence(logits) else logits.detach().expand(n, *logits.shape)
 
 
 def test_every_problem_class_is_registered():
@@ -55,8 +67,9 @@ def test_every_problem_has_small_options():
 @pytest.mark.parametrize("pid", IDS)
 def test_logits_shape_and_family(pid):
     problem = small_problem(pid)
-    logits = problem.logits()
+    logits = as_tensor(problem.logits())
     assert logits.dim() == problem.batch_dims + EVENT_DIMS[problem.family]
+    assert logits.shape == problem.logits().shape
     assert logits.dtype == DTYPE and torch.isfinite(logits).all()
     if problem.family == "categorical":
         assert logits.shape[-1] >= 2
@@ -67,9 +80,7 @@ def test_logits_shape_and_family(pid):
 def test_objective_has_one_value_per_replica_and_loss_is_scalar(pid):
     problem = small_problem(pid)
     ests = estimators_for(problem)
-    logits = problem.logits()
-    leaf = logits.detach().expand(5, *logits.shape)
-    out = problem.objective(ests, leaf, make_generator(0))
+    out = problem.objective(ests, replicated(problem.logits(), 5), make_generator(0))
     assert out.shape == (5,) and torch.isfinite(out).all()
     loss = problem.loss(ests, make_generator(0))
     assert loss.shape == () and math.isfinite(float(loss.detach()))
@@ -90,7 +101,7 @@ def test_training_gradient_reaches_logit_and_pathwise_parameters(pid):
 @pytest.mark.parametrize("pid", [p for p in IDS if PROBLEMS[p].differentiable])
 def test_differentiable_problems_accept_relaxed_samples(pid):
     problem = small_problem(pid)
-    logits = problem.logits().detach()
+    logits = as_tensor(problem.logits()).detach()
     u = torch.rand((2, *logits.shape), generator=torch.Generator().manual_seed(0), dtype=DTYPE)
     z = (torch.softmax(logits + u, -1) if problem.family == "categorical" else u).requires_grad_(True)
     if len(problem.node_names()) > 1:  # the first node's f nests estimator calls: go through them
@@ -131,7 +142,7 @@ def test_minibatches_are_deterministic_given_the_data_generator(pid):
     for _ in range(3):
         a.next_batch(make_generator(9))
         b.next_batch(make_generator(9))
-    torch.testing.assert_close(a.logits(), b.logits())
+    torch.testing.assert_close(as_tensor(a.logits()), as_tensor(b.logits()))
 
 
 @pytest.mark.parametrize("pid", IDS)
@@ -144,7 +155,7 @@ def test_construction_draws_only_from_its_generator(pid):
     assert torch.equal(before, torch.random.get_rng_state())
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
-    torch.testing.assert_close(a.logits(), b.logits())
+    torch.testing.assert_close(as_tensor(a.logits()), as_tensor(b.logits()))
     if any(True for _ in a.parameters()) and PROBLEMS[pid].batch_dims == 1:  # randomly initialised models
         c = small_problem(pid, seed=5)
         assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
@@ -162,12 +173,12 @@ def test_options_round_trip(pid):
 @pytest.mark.parametrize("pid", [p for p in IDS if issubclass(PROBLEMS[p], MinibatchProblem)])
 def test_data_problems_move_through_their_training_set(pid):
     problem = small_problem(pid)
-    first = problem.logits().detach().clone()
+    first = as_tensor(problem.logits()).detach().clone()
     generator = make_generator(3)
     changed = False
     for _ in range(4):
         problem.next_batch(generator)
-        changed |= not torch.equal(problem.logits().detach(), first)
+        changed |= not torch.equal(as_tensor(problem.logits()).detach(), first)
     assert changed
 
 

@@ -17,6 +17,7 @@ from dgbench.harness.cells import node_estimators
 from dgbench.harness.enumeration import exact_objective_and_gradient
 from dgbench.harness.gradstats import flatten, replicated_gradients, summarise
 from dgbench.harness.seeding import make_generator
+from dgbench.problems import PROBLEMS
 from tests.helpers import small_problem, z_critical
 from tests.test_exact_single_draw import randomize_learned_parts
 from tests.test_unbiasedness import ALPHA, UNBIASED
@@ -25,16 +26,19 @@ REPLICAS = 20000
 REAL = {
     "bernoulli": [("vae-bernoulli-tiny", {}), ("vae-bernoulli-tiny", {"latents": 4, "bound_samples": 3}),
                   ("sbn-two-layer", {}), ("sbn-two-layer", {"bound_samples": 2}), ("hard-attention", {}),
-                  ("sbn-structured", {})],
+                  ("sbn-structured", {}), ("darn-vae", {"autoregressive_init": 0.5})],
     "categorical": [("vae-categorical-digits", {}), ("vae-categorical-digits", {"bound_samples": 2}),
                     ("hard-attention-categorical", {}), ("gmm-cavi", {}), ("gmm-cavi", {"amortized": True}),
-                    ("sbn-structured-categorical", {})],
+                    ("sbn-structured-categorical", {}), ("sequence-generation", {}),
+                    ("sequence-generation", {"reward": "likelihood"})],
 }
 MULTI_SAMPLE_BOUND = [eid for eid, cls in ESTIMATORS.items() if cls.multi_sample_bound]
 VIMCO_HOSTS = {"vae-bernoulli-tiny", "vae-categorical-digits", "sbn-two-layer"}
 
 
 def applicable(eid, pid, options):
+    if PROBLEMS[pid].sequential and not ESTIMATORS[eid].sequential:  # needs factorised units
+        return False
     if ESTIMATORS[eid].multi_sample_bound:
         return pid in VIMCO_HOSTS and options.get("bound_samples", 1) > 1
     return True
@@ -64,7 +68,8 @@ def test_unbiased_on_enumerable_real_problem(eid, pid, options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pid", ["vae-bernoulli-tiny", "hard-attention", "sbn-structured"])
+@pytest.mark.parametrize("pid", ["vae-bernoulli-tiny", "hard-attention", "sbn-structured", "darn-vae",
+                                 "sequence-generation"])
 def test_negative_control_straight_through_rejected_on_real_problem(pid):
     problem = small_problem(pid)
     exact = flatten(exact_objective_and_gradient(problem)[1])
