@@ -1,16 +1,18 @@
-"""The two kinds of discrete stochastic node, and everything that depends on which: the
-one distribution layer of dgbench, used by estimators (sampling, scores, relaxations) and
-by problems (log-probabilities, KL divergences, evaluation samples) alike.
+"""The kinds of stochastic node, and everything that depends on which: the one
+distribution layer of dgbench, used by estimators (sampling, scores, relaxations) and by
+problems (log-probabilities, KL divergences, evaluation samples) alike.
 
 A node is described by its logits:
 
 * Bernoulli: logits ``(*batch, D)``, samples in {0, 1} with ``p = sigmoid(logits)``;
-* categorical: logits ``(*batch, D, K)``, one-hot samples with ``p = softmax(logits)``.
+* categorical: logits ``(*batch, D, K)``, one-hot samples with ``p = softmax(logits)``;
+* Gaussian (the continuous reference, :class:`GaussianNode`): "logits" ``(*batch, 2D)``,
+  the means and log standard deviations side by side, samples ``(*batch, D)``.
 
 Estimators call the methods here instead of branching on the family, so one
 estimator file serves both families wherever its method is defined for both.
-For both families the score with respect to the logits has the same form,
-``d log q(z) / d logits = z - p``.
+For both discrete families the score with respect to the logits has the same form,
+``d log q(z) / d logits = z - p``; the Gaussian node has its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from torch import Tensor
 
 from dgbench import noise
 
-FAMILIES = ("bernoulli", "categorical")
+FAMILIES = ("bernoulli", "categorical")  # the discrete families
+NODE_FAMILIES = (*FAMILIES, "gaussian")
+QUADRATURE_POINTS = 32  # Gauss-Hermite points per Gaussian unit, for `exact`
 
 
 class Node:
@@ -246,21 +250,104 @@ class CategoricalNode(Node):
             raise ValueError(f"categorical logits need K >= 2 categories, got shape {tuple(logits.shape)}")
 
 
+class GaussianNode(Node):
+    """Independent Gaussian units ``z ~ N(mu, sigma^2)``; "logits" ``(*batch, 2D)`` hold
+    ``[mu, log sigma]``, samples are ``(*batch, D)``. The reference point of pathwise
+    (reparameterisation) gradients (Kingma & Welling, 2014; Rezende, Mohamed & Wierstra,
+    2014). Score-function estimators need only :meth:`sample` and :meth:`score`.
+
+    Noise convention: the one uniform draw has the logits' shape ``(S, *batch, 2D)``; its
+    two halves make D standard normals by the Box-Muller transform,
+    ``eps = sqrt(-2 log u1) cos(2 pi u2)``.
+    """
+
+    name = "gaussian"
+    event_dims = 1
+
+    @staticmethod
+    def split(logits: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, log sigma)``, each ``(*batch, D)``."""
+        return logits.chunk(2, -1)
+
+    @staticmethod
+    def standard_normal(u: Tensor) -> Tensor:
+        u1, u2 = u.chunk(2, -1)
+        return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
+
+    def reparameterize(self, logits: Tensor, u: Tensor) -> Tensor:
+        """``z = mu + sigma * eps(u)``, differentiable in ``logits``."""
+        mu, log_sigma = self.split(logits)
+        return mu + torch.exp(log_sigma) * self.standard_normal(u)
+
+    def hard(self, logits: Tensor, u: Tensor) -> Tensor:
+        return self.reparameterize(logits, u)
+
+    def score(self, z: Tensor, logits: Tensor) -> Tensor:
+        """``d log N(z; mu, sigma^2) / d [mu, log sigma] = [(z - mu) / sigma^2, (z - mu)^2 / sigma^2 - 1]``."""
+        mu, log_sigma = self.split(logits)
+        scaled = (z - mu) * torch.exp(-log_sigma)
+        return torch.cat([scaled * torch.exp(-log_sigma), scaled**2 - 1], -1)
+
+    def log_prob(self, z: Tensor, logits: Tensor) -> Tensor:
+        mu, log_sigma = self.split(logits)
+        return (-0.5 * math.log(2 * math.pi) - log_sigma - 0.5 * ((z - mu) * torch.exp(-log_sigma)) ** 2).sum(-1)
+
+    def kl_divergence(self, logits: Tensor, prior_logits: Tensor) -> Tensor:
+        """``KL(N(mu, sigma^2) || N(m, s^2))`` summed over units:
+        ``log(s / sigma) + (sigma^2 + (mu - m)^2) / (2 s^2) - 1/2``."""
+        mu, log_sigma = self.split(logits)
+        m, log_s = self.split(prior_logits)
+        return (log_s - log_sigma + (torch.exp(2 * log_sigma) + (mu - m) ** 2) / (2 * torch.exp(2 * log_s))
+                - 0.5).sum(-1)
+
+    def features(self, z: Tensor) -> Tensor:
+        return z
+
+    def probs(self, logits: Tensor) -> Tensor:
+        """The mean ``mu`` (what a straight-through estimator would pass; none applies here)."""
+        return self.split(logits)[0]
+
+    def num_states(self, event_shape: torch.Size) -> int:
+        """Points of the Gauss-Hermite grid that ``exact`` sums over: ``n^D``."""
+        return QUADRATURE_POINTS ** int(event_shape[-1] // 2)
+
+    def states(self, event_shape: torch.Size, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The product Gauss-Hermite rule for ``N(0, I_D)``: standard-normal points ``(n^D, D)``
+        and their log weights ``(n^D,)``; ``sum_i w_i g(eps_i)`` is exact for polynomials of
+        degree below ``2n`` in each unit."""
+        import numpy as np
+
+        d = int(event_shape[-1] // 2)
+        x, w = np.polynomial.hermite.hermgauss(QUADRATURE_POINTS)
+        points = torch.as_tensor(x * math.sqrt(2.0), dtype=like.dtype, device=like.device)
+        log_w = torch.as_tensor(np.log(w / math.sqrt(math.pi)), dtype=like.dtype, device=like.device)
+        index = torch.cartesian_prod(*[torch.arange(QUADRATURE_POINTS, device=like.device)] * d).reshape(-1, d)
+        return points[index], log_w[index].sum(-1)
+
+    def check_logits(self, logits: Tensor) -> None:
+        super().check_logits(logits)
+        if logits.shape[-1] % 2:
+            raise ValueError(f"gaussian logits hold [mu, log sigma]: the last dim must be even, got {tuple(logits.shape)}")
+
+
 BERNOULLI = BernoulliNode()
 CATEGORICAL = CategoricalNode()
-_NODES: dict[str, Node] = {"bernoulli": BERNOULLI, "categorical": CATEGORICAL}
+GAUSSIAN = GaussianNode()
+_NODES: dict[str, Node] = {"bernoulli": BERNOULLI, "categorical": CATEGORICAL, "gaussian": GAUSSIAN}
 
 
 def get_node(name: str) -> Node:
-    """The node family called ``name`` ("bernoulli" or "categorical")."""
+    """The node family called ``name`` ("bernoulli", "categorical" or "gaussian")."""
     try:
         return _NODES[name]
     except KeyError:
-        raise ValueError(f"unknown node family {name!r}; expected one of {FAMILIES}") from None
+        raise ValueError(f"unknown node family {name!r}; expected one of {NODE_FAMILIES}") from None
 
 
 def log2_states(node: Node, event_shape: torch.Size) -> float:
     """log2 of the number of joint states, computed without overflow."""
+    if node.name == "gaussian":
+        return float(event_shape[-1] // 2) * math.log2(QUADRATURE_POINTS)
     if node.event_dims == 1:
         return float(event_shape[-1])
     return float(event_shape[-2]) * math.log2(int(event_shape[-1]))

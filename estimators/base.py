@@ -16,7 +16,8 @@ ever call ``f`` on hard samples that do not require grad.
 
 Capabilities are class variables, read by the harness (never by ``if id == ...``):
 
-``family``            "bernoulli", "categorical" or "both"
+``family``            "bernoulli", "categorical", "both" (the two discrete families), "gaussian"
+                      or "any" (all three: methods that need only sampling and the score)
 ``unbiased``          the gradient's expectation equals the exact gradient
 ``relaxed``           ``f`` is evaluated at continuous points or differentiated in z
 ``evals_per_sample``  f evaluations per unit of ``samples`` (None: not sample based)
@@ -55,12 +56,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from dgbench.nodes import FAMILIES, Node, get_node
+from dgbench.nodes import FAMILIES, NODE_FAMILIES, Node, get_node
 from dgbench.registration import Builtins
 
 Objective = Callable[[Tensor], Tensor]
 
-FAMILY_VALUES = ("bernoulli", "categorical", "both")
+FAMILY_VALUES = ("bernoulli", "categorical", "both", "gaussian", "any")
 GROUPS = ("score function", "multi-sample", "control variates", "antithetic / coupled",
           "relaxed / straight-through", "reference", "other")
 
@@ -124,10 +125,10 @@ class Estimator(torch.nn.Module):
 
     @classmethod
     def supports(cls, node: str) -> bool:
-        """Whether this estimator is defined for ``node`` ("bernoulli"/"categorical")."""
-        if node not in FAMILIES:
-            raise ValueError(f"unknown node family {node!r}; expected one of {FAMILIES}")
-        return cls.family in (node, "both")
+        """Whether this estimator is defined for ``node`` ("bernoulli"/"categorical"/"gaussian")."""
+        if node not in NODE_FAMILIES:
+            raise ValueError(f"unknown node family {node!r}; expected one of {NODE_FAMILIES}")
+        return cls.family in (node, "any") or (cls.family == "both" and node in FAMILIES)
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from dgbench.sequences import is_sequence
 @builtin
 class GRPO(Estimator):
     id = "grpo"
-    family = "both"
+    family = "any"
     unbiased = False
     relaxed = False
     evals_per_sample = 1

@@ -24,6 +24,7 @@ from dgbench.estimators.score_core import ScoreFunctionCore, Taylor
 @builtin
 class MuProp(ScoreFunctionCore):
     id = "muprop"
+    family = "both"  # its Taylor term differentiates through the mean of a discrete node
     sequential = False  # its Taylor baseline needs E[z], which an autoregressive node lacks in closed form
     relaxed = True
     extra_evals = 1

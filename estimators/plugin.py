@@ -25,7 +25,7 @@ from torch import Tensor
 
 from dgbench.estimators.base import FAMILY_VALUES, GROUPS, Estimator
 from dgbench.estimators.registry import ESTIMATORS, register
-from dgbench.nodes import FAMILIES, get_node
+from dgbench.nodes import NODE_FAMILIES, get_node
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PROBE_SEED = 20260421
@@ -117,15 +117,17 @@ class _GuardedObjective:
 
     def __init__(self, node: str, logits: Tensor) -> None:
         gen = torch.Generator().manual_seed(PROBE_SEED + 1)
-        self.target = torch.rand(logits.shape, generator=gen, dtype=logits.dtype)
+        shape = logits.shape[:-1] + (logits.shape[-1] // 2,) if node == "gaussian" else logits.shape
+        self.target = torch.rand(shape, generator=gen, dtype=logits.dtype)
         self.event_dims = get_node(node).event_dims
+        self.discrete = node != "gaussian"  # Gaussian samples are continuous by nature
         self.continuous = False
         self.differentiable = False
 
     def __call__(self, z: Tensor) -> Tensor:
         if z.requires_grad:
             self.differentiable = True
-        if not torch.all((z == 0) | (z == 1)):
+        if self.discrete and not torch.all((z == 0) | (z == 1)):
             self.continuous = True
         return ((z - self.target) ** 2).sum(tuple(range(-self.event_dims, 0)))
 
@@ -136,7 +138,7 @@ def _probe(cls: type[Estimator], node: str, spec: str) -> None:
     except Exception as err:
         raise PluginError(f"{spec}: constructing {cls.__name__}(node={node!r}) failed: {type(err).__name__}: {err}") from err
     estimator.eval()
-    shape = (2, 3) if node == "bernoulli" else (2, 3, 4)
+    shape = {"bernoulli": (2, 3), "categorical": (2, 3, 4), "gaussian": (2, 6)}[node]
     logits0 = torch.randn(shape, generator=torch.Generator().manual_seed(PROBE_SEED), dtype=torch.float64)
 
     def run() -> tuple[Tensor, Tensor, _GuardedObjective]:
@@ -181,7 +183,7 @@ def validate_estimator(obj: object, spec: str | None = None) -> type[Estimator]:
     spec = spec or getattr(obj, "__name__", repr(obj))
     _check_declarations(obj, spec)  # type: ignore[arg-type]
     assert inspect.isclass(obj) and issubclass(obj, Estimator)
-    for node in FAMILIES:
+    for node in NODE_FAMILIES:
         if obj.supports(node):
             _probe(obj, node, spec)
     return obj

@@ -209,9 +209,10 @@ BASELINES: dict[str, type[Baseline]] = {
 
 
 class ScoreFunctionCore(Estimator):
-    """REINFORCE with ``self.part``, a :class:`Baseline` the subclass builds."""
+    """REINFORCE with ``self.part``, a :class:`Baseline` the subclass builds. Any node
+    family: it needs only samples and the score (Gaussian nodes included)."""
 
-    family = "both"
+    family = "any"
     unbiased = True
     relaxed = False
     evals_per_sample = 1

@@ -80,7 +80,8 @@ def reference_gradient(problem: Problem, generator: torch.Generator) -> tuple[to
         return grad, "closed-form", torch.zeros_like(grad)
     try:
         grad = flatten(exact_objective_and_gradient(problem)[1])
-        return grad, "enumeration", torch.zeros_like(grad)
+        # A Gaussian node is "enumerated" on its Gauss-Hermite grid (see the exact estimator).
+        return grad, "quadrature" if problem.family == "gaussian" else "enumeration", torch.zeros_like(grad)
     except NotApplicable:
         pass
     rloo = ESTIMATORS["rloo"]

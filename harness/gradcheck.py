@@ -35,7 +35,7 @@ class GradcheckResult(GradientStatistics):
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "float64"
-    exact_source: str = ""  # "closed-form", "enumeration" or "sampled"
+    exact_source: str = ""  # "closed-form", "enumeration", "quadrature" (Gaussian nodes) or "sampled"
     reference_standard_error: float = 0.0
     evals_per_estimate: int = 0
     seconds_per_estimate: float = 0.0

@@ -274,8 +274,8 @@ def samples_for_budget(cls: type[Estimator], budget: dict[str, int],
     return samples, None
 
 
-SEQUENTIAL_REFUSAL = ("needs factorised units; the problem's node is autoregressive (each unit depends on "
-                      "the units before it)")
+SEQUENTIAL_REFUSAL = ("needs factorised units; the problem's node is autoregressive, each unit depending on "
+                      "the units before it")
 
 
 def incompatibility(pcls: type[Problem], ecls: type[Estimator], options: dict[str, Any]) -> str | None:
@@ -283,6 +283,8 @@ def incompatibility(pcls: type[Problem], ecls: type[Estimator], options: dict[st
     capabilities only; ``dgbench run`` records the reason as a skipped cell, ``gradcheck``
     refuses with it."""
     if not ecls.supports(pcls.family):
+        if pcls.family == "gaussian":
+            return f"discrete-only estimator (family {ecls.family!r}); the problem's latents are Gaussian"
         return f"estimator family {ecls.family!r} does not cover the {pcls.family} problem"
     if ecls.relaxed and not pcls.differentiable:
         return "relaxed estimator, but the problem's objective is not differentiable in z"

@@ -118,7 +118,7 @@ def _small_options() -> dict[str, dict]:
 
 
 SMALL_OPTIONS = _small_options()  # each problem's declared test_options
-MNIST_PROBLEMS = {"vae-bernoulli-linear", "vae-bernoulli-nonlinear", "vae-categorical"}
+MNIST_PROBLEMS = {"vae-bernoulli-linear", "vae-bernoulli-nonlinear", "vae-categorical", "vae-gaussian-mnist"}
 
 
 def small_problem(pid: str, dtype: torch.dtype = DTYPE, seed: int = 0, **overrides):

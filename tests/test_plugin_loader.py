@@ -71,7 +71,7 @@ CASES = {
     "two estimators": (VALID + "\nclass Other(HalfReinforce):\n    id = 'other'\n", "defines several estimators (HalfReinforce, Other)"),
     "bad id": (VALID.replace('id = "half-reinforce"', 'id = "Half Reinforce"'), "id must be a lower-case string"),
     "taken id": (VALID.replace('id = "half-reinforce"', 'id = "disarm"'), "id 'disarm' is already taken"),
-    "wrong family": (VALID.replace('family = "both"', 'family = "binary"'), "family must be one of 'bernoulli', 'categorical', 'both', got 'binary'"),
+    "wrong family": (VALID.replace('family = "both"', 'family = "binary"'), "family must be one of 'bernoulli', 'categorical', 'both', 'gaussian', 'any', got 'binary'"),
     "unknown group": (VALID.replace('family = "both"', 'family = "both"\n    group = "baselines"'), "group must be one of 'score function'"),
     "unbiased not bool": (VALID.replace("unbiased = True", "unbiased = 'yes'"), "unbiased must be True or False"),
     "bad evals": (VALID.replace("evals_per_sample = 1", "evals_per_sample = 0"), "evals_per_sample must be a positive int"),

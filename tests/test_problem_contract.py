@@ -23,7 +23,7 @@ from dgbench.sequences import is_sequence
 from tests.helpers import DTYPE, SMALL_OPTIONS, small_problem
 
 IDS = list(PROBLEMS)
-EVENT_DIMS = {"bernoulli": 1, "categorical": 2}
+EVENT_DIMS = {"bernoulli": 1, "categorical": 2, "gaussian": 1}
 
 
 def estimators_for(problem, eid="rloo", **hyper):
@@ -102,6 +102,8 @@ def test_training_gradient_reaches_logit_and_pathwise_parameters(pid):
 def test_differentiable_problems_accept_relaxed_samples(pid):
     problem = small_problem(pid)
     logits = as_tensor(problem.logits()).detach()
+    if problem.family == "gaussian":  # samples are (..., D) for [mu, log sigma] logits (..., 2D)
+        logits = logits[..., : logits.shape[-1] // 2]
     u = torch.rand((2, *logits.shape), generator=torch.Generator().manual_seed(0), dtype=DTYPE)
     z = (torch.softmax(logits + u, -1) if problem.family == "categorical" else u).requires_grad_(True)
     if len(problem.node_names()) > 1:  # the first node's f nests estimator calls: go through them

@@ -185,3 +185,13 @@ def test_grpo_is_biased_on_sequence_generation_and_rloo_is_not():
         ests = torch.nn.ModuleDict({"z": ESTIMATORS[eid]("categorical", samples=4)})
         stats = summarise(replicated_gradients(problem, ests, 4000, make_generator(11)), exact)
         assert (stats.bias_z_max > critical) == biased, (eid, stats.bias_z_max, critical)
+
+
+def test_darn_vae_runs_on_mnist():
+    problem = small_problem("darn-vae", dataset="mnist")
+    assert problem.x.shape[-1] == 784 and problem.options()["dataset"] == "mnist"
+    loss = problem.loss(torch.nn.ModuleDict({"z": ESTIMATORS["rloo"]("bernoulli", samples=2)}), make_generator(0))
+    loss.backward()
+    assert float(problem.autoregressive.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="dataset"):
+        small_problem("darn-vae", dataset="cifar")
