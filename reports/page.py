@@ -262,7 +262,9 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
         parts += ["<h2>Overall: mean rank by true score</h2>",
                   "<p class='note'>Across the configurations where each estimator ran; relative rank is "
                   "(rank − 1)/(estimators − 1), 0 = best, so that configurations with different numbers of "
-                  "estimators weigh the same. Sorted by it.</p>",
+                  "estimators weigh the same. Sorted by it, except that estimators run on fewer than a quarter as many "
+                  "configurations as the most widely run one (e.g. <code>pathwise</code>, Gaussian-only) come "
+                  "last.</p>",
                   table_html(overall, text_columns=("estimator",))]
     parts += [f"<h2 id='how'>How to read this report</h2><p class='note'>{method_text(seeds)} "
               "Values are means over seeds with a 95% percentile-bootstrap interval [low, high] of the mean; a "
@@ -313,7 +315,9 @@ def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFr
     parts = [f"# {title}", ""] + ([] if catalog else [f"**Note:** {NO_CATALOG}", ""])
     parts += ["## Leaderboard", "", markdown_table(pd.DataFrame(rows)), "", plain, ""]
     if not overall.empty:
-        parts += ["## Overall: mean rank by true score", "", markdown_table(overall), ""]
+        parts += ["## Overall: mean rank by true score", "",
+                  "Sorted by mean relative rank; estimators run on fewer than a quarter as many configurations as the "
+                  "most widely run one come last.", "", markdown_table(overall), ""]
     parts += ["## Details", ""]
     for config, table in tables.items():
         parts += [f"### {config}", "", markdown_table(table), ""]

@@ -87,3 +87,24 @@ def test_markdown_table_is_a_pipe_table_with_escaped_cells():
     lines = text.splitlines()
     assert lines[0] == "| name | value |" and lines[1] == "|---|---:|"
     assert lines[2] == "| a\\|b | 1.235 |" and lines[3] == "| c |  |"
+
+
+def test_overall_puts_estimators_run_on_few_configurations_last():
+    """A Gaussian-only estimator best on its 2 configurations must not top a table of
+    estimators compared on 10 (fewer than a quarter as many); among the widely run ones the
+    order is by relative rank."""
+    from dgbench.reports.leaderboard import Board, overall
+    from dgbench.reports.significance import Standing
+
+    boards = {}
+    for i in range(10):
+        board = Board(f"discrete-{i}", None)
+        board.by_score = {"a": Standing(1.0, 2, 1, 0.0, True), "b": Standing(0.5, 2, 2, 0.01, False)}
+        boards[board.config] = board
+    for i in range(2):
+        board = Board(f"gaussian-{i}", None)
+        board.by_score = {"pathwise": Standing(1.0, 2, 1, 0.0, True), "b": Standing(0.5, 2, 2, 0.01, False)}
+        boards[board.config] = board
+    table = overall(boards)
+    assert list(table["estimator"]) == ["a", "b", "pathwise"]
+    assert list(table["configurations"]) == [10, 12, 2]
