@@ -33,8 +33,9 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) ->
 
 
 def logistic(u: Tensor) -> Tensor:
-    """Logistic(0, 1) noise from uniform noise: ``log u - log(1 - u)``."""
-    return torch.log(u) - torch.log1p(-u)
+    """Logistic(0, 1) noise from uniform noise: ``log u - log(1 - u)``, as one kernel
+    (``torch.logit``; the relaxed estimators' step is dominated by such small ops)."""
+    return torch.logit(u)
 
 
 def gumbel(u: Tensor) -> Tensor:
