@@ -8,6 +8,11 @@ sample's noise and the conditional noise, ``n = 2``; Gumbel-Rao: ``n = 1 + K``),
 one uniform per stick-breaking decision. That convention is what
 lets the harness give every estimator common random numbers, lets tests reproduce
 an estimator's noise from a cloned generator, and keeps the global RNG untouched.
+
+Seed-batched training (:mod:`dgbench.harness.seed_batching`) passes a
+:class:`MemberGenerators` instead of a generator: the logits then carry a leading member
+dim, and each member's slice of the noise is drawn from that member's own generator with
+the shape a single-seed run draws, so every member sees its own run's noise.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) ->
     The clamp keeps ``log u`` and ``log(1 - u)`` finite, so logistic and Gumbel noise
     derived from ``u`` never produce infinities.
     """
+    if isinstance(generator, MemberGenerators):
+        return generator.uniform(shape, like)
     if not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator, got {type(generator).__name__}; "
@@ -41,3 +48,24 @@ def logistic(u: Tensor) -> Tensor:
 def gumbel(u: Tensor) -> Tensor:
     """Gumbel(0, 1) noise from uniform noise: ``-log(-log u)``."""
     return -torch.log(-torch.log(u))
+
+
+class MemberGenerators:
+    """The noise generators of the members of a seed-batched model, one per member.
+
+    A draw of ``shape`` holds the member dim at ``axis`` (where the estimator's noise
+    shape puts the logits' first dim); member m's slice is ``torch.rand`` of the shape
+    without that dim from generator m: the draw of m's single-seed run.
+    """
+
+    def __init__(self, generators: list[torch.Generator], axis: int) -> None:
+        self.generators, self.axis = list(generators), axis
+
+    def uniform(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        shape = tuple(shape)
+        if len(shape) <= self.axis or shape[self.axis] != len(self.generators):
+            raise ValueError(f"a seed-batched noise draw of shape {shape} has no member dim of size "
+                             f"{len(self.generators)} at position {self.axis}")
+        single = shape[:self.axis] + shape[self.axis + 1:]
+        parts = [uniform(single, g, like) for g in self.generators]
+        return torch.stack(parts, self.axis)

@@ -33,6 +33,10 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
                       problems that expose a k-sample bound, instead of ``E f``
 ``sequential``        takes an autoregressive node (:mod:`dgbench.sequences`) in place of
                       logits: units drawn in order, each depending on the earlier ones
+``seed_batching``     draws noise only through :func:`dgbench.noise.uniform` and keeps no
+                      state, so the seeds of a cell can train as one stacked model
+                      (:mod:`dgbench.harness.seed_batching`). None (the default): yes for
+                      built-in estimators without parameters or buffers, no for plugins
 ``include_in_all``    part of a suite's ``include = "all"`` (False for a configurable core
                       whose published configurations are registered under their own ids,
                       e.g. ``score-function``; suites add it by name or as ``variants``)
@@ -85,6 +89,7 @@ class Estimator(torch.nn.Module):
     multi_sample_bound: ClassVar[bool] = False
     sequential: ClassVar[bool] = False
     include_in_all: ClassVar[bool] = True
+    seed_batching: ClassVar[bool | None] = None
     paper: ClassVar[str] = ""
     group: ClassVar[str] = "other"
 

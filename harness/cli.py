@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
                   update_suite=args.update_suite, cell_timeout=args.cell_timeout,
                   checkpoint_every=args.checkpoint_every, in_process=args.in_process, dry_run=args.dry_run,
-                  threads=args.threads)
+                  threads=args.threads, seed_batching=args.seed_batching)
     if args.dry_run:
         print(plan_line(summary))
         return 0
@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "local backend); a rerun continues from it")
     p_run.add_argument("--threads", type=int, metavar="N",
                        help="threads per worker (default: cores // workers; 1 on an external Dask cluster)")
+    p_run.add_argument("--seed-batching", default="auto", choices=["auto", "on", "off"],
+                       help="train the seeds of a training cell as one stacked model (stateless estimators on "
+                            "problems that declare it; the rest run per seed): on, off, or auto (default: on "
+                            "CUDA only)")
     p_run.add_argument("--dry-run", action="store_true",
                        help="compute nothing: print the number of cells and an estimate of their time")
     p_run.add_argument("--in-process", action="store_true",

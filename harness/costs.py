@@ -111,20 +111,24 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
     calibrations: dict[tuple[str, str], Calibration] = {}
-    out = {}
-    for cell in cells:
-        if cell.skip_reason:
-            continue
+
+    def seconds(cell: Cell) -> float:
         if cell.key in measured:
-            out[cell.key] = measured[cell.key]
-            continue
+            return measured[cell.key]
         config = configuration(cell)
         if config not in calibrations:
             try:
                 calibrations[config] = calibrate(cell.problem, cell.options, device)
             except Exception:  # the cell itself will report what is wrong; here it only loses its place
                 calibrations[config] = Calibration(0.0, 0.0, 0.0)
-        out[cell.key] = predicted_seconds(cell, calibrations[config])
+        return predicted_seconds(cell, calibrations[config])
+
+    out = {}
+    for cell in cells:
+        if cell.skip_reason:
+            continue
+        members = getattr(cell, "cells", None)  # a seed-batched group: at most its members' sum
+        out[cell.key] = sum(seconds(c) for c in members) if members else seconds(cell)
     return out
 
 

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dgbench.harness.cells import run_cell
+from dgbench.harness.seed_batching import CellGroup, run_group
 from dgbench.harness.suites import Cell
 
 # Plugin registration and the process-wide settings, once per worker process.
@@ -60,6 +61,8 @@ def run_cell_on_worker(cell: Cell, device: str, threads: int, plugins: tuple[str
         _REGISTERED.update(new)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+    if isinstance(cell, CellGroup):
+        return run_group(cell, device)
     return run_cell(cell, device)
 
 

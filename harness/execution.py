@@ -26,6 +26,7 @@ from dgbench.harness.costs import estimate, longest_first
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WORKER_DIED, run_cells_local, threads_per_worker
 from dgbench.harness.provenance import provenance
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS, ResultFiles
+from dgbench.harness.seed_batching import CellGroup, group_cells, member_results
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
 from dgbench.store import ResultStore
@@ -58,14 +59,16 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
             plugins: tuple[str, ...] = (), backend: str = "local", scheduler: str | None = None,
             retries: int = 2, cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
             checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False,
-            threads: int | None = None) -> dict[str, int]:
+            threads: int | None = None, seed_batching: bool = False) -> dict[str, int]:
     """One recorded run (with its provenance) of the cells not yet in ``store``; counts by status.
 
     ``backend="dask"`` runs the cells on the Dask cluster at ``scheduler``, or on a new
     LocalCluster of ``workers`` processes (:mod:`dgbench.harness.dask_backend`); the local
     backend supervises its workers (:mod:`dgbench.harness.local_backend`: ``retries``
     after a worker's death, ``cell_timeout``, checkpoints of training cells every
-    ``checkpoint_every`` seconds). Raises :class:`dgbench.errors.Interrupted` when stopped
+    ``checkpoint_every`` seconds). ``seed_batching``: training cells that differ only in
+    their seed run as one stacked model where they can (:mod:`dgbench.harness.seed_batching`;
+    the provenance counts the groups and why the other training cells run per seed). Raises :class:`dgbench.errors.Interrupted` when stopped
     by Ctrl-C or SIGTERM (the cells finished until then are stored).
     """
     if backend not in ("local", "dask"):
@@ -104,19 +107,29 @@ def execute(cells: list[Cell], store: ResultStore, *, workers: int, device: str,
         store.write_catalog({c.problem: PROBLEMS[c.problem].describe() for c in cells},
                             {c.estimator: _capabilities(c) for c in cells})
         store.add_suite_cells(c.key for c in cells)
+        info["seed_batching"] = seed_batching_summary(cells) if seed_batching else False
         run_id = store.start_run(time.time(), info)
-        counts = run_cells(cells, store, run_id, runner, device=device, progress=progress)
+        counts = run_cells(cells, store, run_id, runner, device=device, progress=progress, seed_batching=seed_batching)
         store.finish_run(run_id, time.time())
     return counts
 
 
+def seed_batching_summary(cells: list[Cell]) -> dict:
+    """How many training cells run in seed-batched groups, and why the others run per seed."""
+    grouped, per_seed = group_cells(cells)
+    groups = [g for g in grouped if isinstance(g, CellGroup)]
+    return {"groups": len(groups), "grouped_cells": sum(len(g) for g in groups), "per_seed": per_seed}
+
+
 def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
               runner: Callable[[list[Cell], Callable[[Cell, dict], None]], None], *, device: str,
-              progress: bool = True) -> dict[str, int]:
+              progress: bool = True, seed_batching: bool = False) -> dict[str, int]:
     """Run every cell not yet finished in ``store`` through ``runner(cells, record)`` (a
     backend, which calls ``record`` with each result as it arrives); counts by status.
 
-    Skipped cells are recorded here, without a backend.
+    Skipped cells are recorded here, without a backend. With ``seed_batching`` the
+    unfinished training cells that can batch go to the backend as groups over
+    their seeds (:class:`CellGroup`); each member's result is recorded as its own cell's.
     """
     done = store.finished_keys()
     for key in done & {c.key for c in cells}:  # left behind by a driver that died after storing the cell
@@ -125,13 +138,20 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
     counts: dict[str, int] = {}
     bar = tqdm(total=len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
 
-    def record(cell: Cell, result: dict) -> None:
+    def record_one(cell: Cell, result: dict) -> None:
         store.write_cell(run_id, cell, result)
         if result["status"] != "failed":  # a failed cell's checkpoint lets its retry continue
             remove_checkpoint(store.directory, cell.key)
         counts[result["status"]] = counts.get(result["status"], 0) + 1
         bar.set_postfix_str(f"{cell.estimator} on {cell.problem}: {result['status']}", refresh=False)
         bar.update(1)
+
+    def record(cell: Cell | CellGroup, result: dict) -> None:
+        pairs = member_results(cell, result)
+        for member, member_result in pairs:
+            record_one(member, member_result)
+        if isinstance(cell, CellGroup) and all(r["status"] != "failed" for _, r in pairs):
+            remove_checkpoint(store.directory, cell.key)
 
     try:
         runnable = []
@@ -140,6 +160,8 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
                 record(cell, run_cell(cell, device))
             else:
                 runnable.append(cell)
+        if seed_batching:
+            runnable = group_cells(runnable)[0]
         if runnable:
             runner(longest_first(runnable, estimate(runnable, torch.device(device), store.durations())), record)
     except (KeyboardInterrupt, Terminated) as err:

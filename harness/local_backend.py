@@ -101,6 +101,8 @@ class _Worker:
         return None
 
     def overdue(self, timeout: float | None) -> bool:
+        if timeout and self.cell is not None:  # a seed-batched group has its members' time together
+            timeout *= len(getattr(self.cell, "cells", (None,)))
         return bool(timeout) and self.started is not None and time.monotonic() - self.started > timeout
 
     def kill(self) -> None:
@@ -152,8 +154,8 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
             busy = [w for w in pool if w.cell is not None]
             wait_for = 1.0
             if cell_timeout:
-                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout - time.monotonic() for w in busy
-                                                      if w.started is not None]))
+                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout * len(getattr(w.cell, "cells", (None,)))
+                                                      - time.monotonic() for w in busy if w.started is not None]))
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for)
             for worker in busy:
                 cell = worker.cell
@@ -188,7 +190,8 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
                 elif worker.overdue(cell_timeout):
                     worker.kill()
                     pool.remove(worker)
-                    record(cell, {"status": "failed", "reason": f"timeout after {cell_timeout:g} s (--cell-timeout); "
+                    limit = cell_timeout * len(getattr(cell, "cells", (None,)))
+                    record(cell, {"status": "failed", "reason": f"timeout after {limit:g} s (--cell-timeout); "
                                                                 "its worker was stopped"})
     except BaseException:
         for worker in pool:  # at once: whatever they compute now is lost anyway

@@ -11,6 +11,7 @@ from typing import Any
 from dgbench.harness.cells import run_cell
 from dgbench.harness.checkpoints import Checkpoint, checkpoint_path
 from dgbench.harness.references import DIRECTORY as REFERENCES
+from dgbench.harness.seed_batching import CellGroup, run_group
 from dgbench.harness.suites import Cell
 
 DEFAULT_CHECKPOINT_SECONDS = 60.0
@@ -34,8 +35,11 @@ class ResultFiles:
         return self.directory / REFERENCES
 
 
-def run_with_files(cell: Cell, device: str, files: ResultFiles | None) -> dict[str, Any]:
-    """:func:`run_cell` with the cell's checkpoint and the shared references, if any."""
+def run_with_files(cell: Cell | CellGroup, device: str, files: ResultFiles | None) -> dict[str, Any]:
+    """:func:`run_cell` (or, for a seed-batched group, :func:`run_group`) with the cell's
+    checkpoint and the shared references, if any."""
+    if isinstance(cell, CellGroup):
+        return run_group(cell, device, files.checkpoint(cell) if files else None)
     if files is None:
         return run_cell(cell, device)
     return run_cell(cell, device, files.checkpoint(cell), files.references)

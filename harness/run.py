@@ -98,13 +98,15 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False,
         update_suite: bool = False, cell_timeout: float | None = None,
         checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False,
-        dry_run: bool = False, threads: int | None = None) -> RunSummary | Plan:
+        dry_run: bool = False, threads: int | None = None, seed_batching: str = "auto") -> RunSummary | Plan:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
     Cells already finished there are kept (failed ones are retried, those that killed
     their worker last). ``cell_timeout``: seconds a cell may run (default: the suite's
     ``cell_timeout``, else 3600; local backend). ``dry_run``: compute nothing, return the
-    :class:`Plan` (cells and estimated time). Raises :class:`UsageError` on bad input,
+    :class:`Plan` (cells and estimated time). ``seed_batching``: "on" trains the seeds of a
+    training cell as one stacked model where they can batch, "off" never, "auto" (the
+    default) on CUDA devices only (:mod:`dgbench.harness.seed_batching`). Raises :class:`UsageError` on bad input,
     before anything is computed, and :class:`dgbench.errors.Interrupted` when stopped by
     Ctrl-C or SIGTERM (finished cells are stored; run again to resume).
     """
@@ -121,6 +123,9 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         raise UsageError(f"--retries must be >= 0, got {retries}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if seed_batching not in ("auto", "on", "off"):
+        raise UsageError(f"--seed-batching must be auto, on or off, got {seed_batching!r}")
+    batch_seeds = seed_batching == "on" or (seed_batching == "auto" and device.startswith("cuda"))
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):
@@ -152,7 +157,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     try:
         counts = execute(cells, store, workers=workers, device=device, progress=progress, backend=backend,
                          scheduler=scheduler, retries=retries, cell_timeout=cell_timeout,
-                         checkpoint_every=checkpoint_every, in_process=in_process, threads=threads)
+                         checkpoint_every=checkpoint_every, in_process=in_process, threads=threads,
+                         seed_batching=batch_seeds)
         totals = store.counts()
     except (DaskUnavailable, StoreError, WorkersCannotStart) as err:  # storage errors too: one line, exit status 2
         raise UsageError(str(err)) from None

@@ -22,6 +22,11 @@ Class attributes:
 ``sequential``      the node is autoregressive (:mod:`dgbench.sequences`): ``logits()``
                     returns an :class:`~dgbench.sequences.Autoregressive` and only
                     estimators declaring ``sequential`` apply
+``seed_batching``   the problem's code broadcasts a leading member dim (its parameters
+                    stacked over seeds, :mod:`dgbench.harness.seed_batching`): its
+                    layers are ``nn.Linear`` and its own parameters broadcast against
+                    per-example tensors; :meth:`seed_batching_refusal` may still refuse
+                    some options
 ``bound_option``    the option holding k where the objective can be a k-sample bound
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
@@ -92,6 +97,7 @@ class Problem(torch.nn.Module):
     batch_dims: ClassVar[int] = 0
     bound_option: ClassVar[str | None] = None
     sequential: ClassVar[bool] = False
+    seed_batching: ClassVar[bool] = False
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
     test_options: ClassVar[dict[str, Any]] = {}  # options that make it small for the generic tests
@@ -164,6 +170,20 @@ class Problem(torch.nn.Module):
 
     def next_batch(self, generator: torch.Generator) -> None:
         """Move to the next training minibatch (problems without data: nothing to do)."""
+
+    @classmethod
+    def seed_batching_refusal(cls, options: dict[str, Any]) -> str | None:
+        """Why the seeds of this problem with ``options`` cannot train as one stacked
+        model, or None when they can."""
+        if not cls.seed_batching:
+            return f"{cls.id} does not declare seed_batching (its code may not broadcast a member dim)"
+        if cls.sequential:
+            return f"{cls.id}'s node is autoregressive"
+        return None
+
+    def take_member_batches(self, members: list[Problem]) -> None:
+        """Seed batching: make the members' current minibatches this stacked model's,
+        along a leading member dim (problems without data: nothing to do)."""
 
     def batch_state(self) -> dict[str, Any]:
         """Where the problem stands in its training data, for checkpoints (beyond

@@ -28,6 +28,7 @@ class BernoulliToy(Problem):
     test_options = {"dim": 3}  # small enough for the generic tests
     family = "bernoulli"
     minimize = True
+    seed_batching = True
     description = "f(b) = sum_i (b_i - t)^2, b ~ Bernoulli(sigmoid(theta)); exact gradient in closed form"
 
     def __init__(

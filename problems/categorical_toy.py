@@ -42,6 +42,7 @@ class CategoricalToy(Problem):
     test_options = {"dim": 2, "categories": 3}  # small enough for the generic tests
     family = "categorical"
     minimize = True
+    seed_batching = True
     description = "f(z) = sum_i ||z_i - t||^2 over one-hot z_i ~ Categorical(softmax(l_i)); exact gradient in closed form"
 
     def __init__(

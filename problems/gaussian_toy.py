@@ -26,6 +26,7 @@ class GaussianToy(Problem):
     id = "gaussian-toy"
     family = "gaussian"
     minimize = True
+    seed_batching = True
     description = "f(z) = sum_i (z_i - t)^2, z ~ N(mu, sigma^2); exact gradient in closed form"
     test_options = {"dim": 2}
     scores = (Score("exact_objective", "exact objective E_q[f]", higher_is_better=False),)

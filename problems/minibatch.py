@@ -51,3 +51,7 @@ class MinibatchProblem(Problem):
             self._position = 0
         self._take(self._order[self._position:self._position + self._batch_size])
         self._position += self._batch_size
+
+    def take_member_batches(self, members: list[Problem]) -> None:
+        self.x = torch.stack([m.x for m in members])
+        self.y = None if members[0].y is None else torch.stack([m.y for m in members])

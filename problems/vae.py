@@ -99,6 +99,14 @@ class DiscreteVAE(LatentVariableModel):
     differentiable = True
     default_dtype: ClassVar[torch.dtype] = torch.float32
     max_latents: ClassVar[int | None] = None
+    seed_batching = True
+
+    @classmethod
+    def seed_batching_refusal(cls, options: dict[str, Any]) -> str | None:
+        k = options.get("bound_samples", cls.defaults.get("bound_samples", 1))
+        if k > 1:  # the k blocks of units put a dim between the batch and the features
+            return f"{cls.id} with bound_samples={k} (a k-sample bound) trains per seed"
+        return super().seed_batching_refusal(options)
 
     def __init__(self, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
                  generator: torch.Generator | None = None, **options: Any) -> None:

@@ -1,0 +1,141 @@
+"""The seed-batched training step against the single-seed step (issue 16's target: per
+member at most 0.5x the single-seed step at 5 members, one thread).
+
+    .venv/bin/python -m benchmarks.seed_batched_step                     # vae-bernoulli-linear, M = 5
+    .venv/bin/python -m benchmarks.seed_batched_step --members 2,5,10 --json out.json
+    .venv/bin/python -m benchmarks.seed_batched_step --device cuda       # where there is a GPU
+
+For each estimator it times what ``dgbench run`` times: the single-seed step
+(:func:`dgbench.harness.cells.train_step`) and the seed-batched step of M members
+(:func:`dgbench.harness.seed_batching.group_step` plus the optimiser step), built from
+the same cells the harness builds (seeds 0..M-1). Rounds alternate between the two;
+each figure is the median over rounds of the mean step time in a round (on CUDA the
+device is synchronised at the ends of a round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
+from dgbench.harness.devices import synchronize
+from dgbench.harness.seed_batching import group_step, member_axis, stack_problem
+from dgbench.noise import MemberGenerators
+from dgbench.problems.data import DataUnavailable
+
+ESTIMATOR_IDS = ("reinforce", "rloo", "disarm", "gumbel-softmax")
+OPTIONS = {"eval_examples": 1}
+
+
+def single_step(problem_id: str, eid: str, device: torch.device) -> Callable[[], None]:
+    problem = make_problem(problem_id, OPTIONS, 0, device)
+    estimators = node_estimators(problem, ESTIMATORS[eid], {}, device)
+    materialize(problem, estimators, torch.Generator(device=device).manual_seed(1))
+    optimizer = make_optimizer("adam", list(problem.parameters()), 1e-4, device)
+    noise, data = torch.Generator(device=device).manual_seed(2), torch.Generator().manual_seed(3)
+    return lambda: train_step(problem, estimators, optimizer, noise, data)
+
+
+def batched_step(problem_id: str, eid: str, members: int, device: torch.device) -> Callable[[], None]:
+    problems = [make_problem(problem_id, OPTIONS, seed, device) for seed in range(members)]
+    shell = stack_problem(problems)
+    estimators = node_estimators(shell, ESTIMATORS[eid], {}, device)
+    shell.take_member_batches(problems)
+    axis = member_axis(estimators["z"], shell.logits().shape)
+    noise = MemberGenerators([torch.Generator(device=device).manual_seed(10 + m) for m in range(members)], axis)
+    data = [torch.Generator().manual_seed(20 + m) for m in range(members)]
+    optimizer = make_optimizer("adam", list(shell.parameters()), 1e-4, device)
+
+    def step() -> None:
+        group_step(shell, estimators, optimizer, noise, problems, data)
+        optimizer.step()
+
+    return step
+
+
+def _round(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
+                min_round_seconds: float = 0.3) -> dict[str, float]:
+    """Median over ``rounds`` of each step's mean time (s) in a round; rounds alternate."""
+    sizes = {}
+    for name, step in steps.items():
+        step()
+        sizes[name] = max(3, int(min_round_seconds / max(_round(step, 3, device), 1e-6)))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(_round(step, sizes[name], device))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure(problem_id: str, estimators: list[str], members: list[int], rounds: int, device: torch.device) -> dict:
+    rows = []
+    for eid in estimators:
+        steps = {"single": single_step(problem_id, eid, device)}
+        steps.update({f"M={m}": batched_step(problem_id, eid, m, device) for m in members})
+        times = interleaved(steps, rounds, device)
+        for m in members:
+            batched = times[f"M={m}"]
+            rows.append({"estimator": eid, "members": m, "single_ms": 1e3 * times["single"],
+                         "batched_ms": 1e3 * batched, "per_member_ms": 1e3 * batched / m,
+                         "per_member_ratio": batched / m / times["single"]})
+            print(_line(rows[-1]), file=sys.stderr, flush=True)
+    return {"problem": problem_id, "device": str(device), "threads": torch.get_num_threads(), "rounds": rounds,
+            "torch": torch.__version__, "rows": rows}
+
+
+def _line(row: dict) -> str:
+    return (f"| {row['estimator']} | {row['members']} | {row['single_ms']:.2f} | {row['batched_ms']:.2f} "
+            f"| {row['per_member_ms']:.2f} | {row['per_member_ratio']:.2f} |")
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['problem']}, {result['device']}, {result['threads']} thread(s), torch {result['torch']}, "
+             f"median of {result['rounds']} interleaved rounds", "",
+             "| estimator | members | single-seed ms | batched ms | per member ms | per member / single |",
+             "|---|---:|---:|---:|---:|---:|"]
+    return "\n".join(lines + [_line(row) for row in result["rows"]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problem", default="vae-bernoulli-linear")
+    parser.add_argument("--estimators", default=",".join(ESTIMATOR_IDS))
+    parser.add_argument("--members", default="5", help="comma-separated member counts (default 5)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="also write the measurements to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        result = measure(args.problem, args.estimators.split(","), [int(m) for m in args.members.split(",")],
+                         args.rounds, torch.device(args.device))
+    except DataUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
