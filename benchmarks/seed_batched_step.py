@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 
+from benchmarks.step_overhead import interleaved_times
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
-from dgbench.harness.devices import synchronize
 from dgbench.harness.seed_batching import group_step, member_axis, stack_problem
 from dgbench.noise import MemberGenerators
 from dgbench.problems.data import DataUnavailable
@@ -61,35 +59,12 @@ def batched_step(problem_id: str, eid: str, members: int, device: torch.device) 
     return step
 
 
-def _round(step: Callable[[], None], steps: int, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
-def interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
-                min_round_seconds: float = 0.3) -> dict[str, float]:
-    """Median over ``rounds`` of each step's mean time (s) in a round; rounds alternate."""
-    sizes = {}
-    for name, step in steps.items():
-        step()
-        sizes[name] = max(3, int(min_round_seconds / max(_round(step, 3, device), 1e-6)))
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            times[name].append(_round(step, sizes[name], device))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def measure(problem_id: str, estimators: list[str], members: list[int], rounds: int, device: torch.device) -> dict:
     rows = []
     for eid in estimators:
         steps = {"single": single_step(problem_id, eid, device)}
         steps.update({f"M={m}": batched_step(problem_id, eid, m, device) for m in members})
-        times = interleaved(steps, rounds, device)
+        times = interleaved_times(steps, rounds, 0.3, device)
         for m in members:
             batched = times[f"M={m}"]
             rows.append({"estimator": eid, "members": m, "single_ms": 1e3 * times["single"],

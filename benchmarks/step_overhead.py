@@ -29,6 +29,7 @@ import torch
 from benchmarks import reference_steps
 from dgbench.estimators import ESTIMATORS
 from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
+from dgbench.harness.devices import synchronize
 from dgbench.problems.data import DataUnavailable
 
 Step = Callable[[], None]
@@ -98,24 +99,31 @@ def build_floor_step(problem: torch.nn.Module) -> Step:
     return step
 
 
-def _round(step: Step, steps: int) -> float:
+CPU = torch.device("cpu")
+
+
+def _round(step: Step, steps: int, device: torch.device) -> float:
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     return (time.perf_counter() - start) / steps
 
 
-def interleaved_times(steps_by_name: dict[str, Step], rounds: int, min_round_seconds: float = 0.2) -> dict[str, float]:
-    """Median over ``rounds`` of each step's mean time (s) in a round; the rounds alternate."""
+def interleaved_times(steps_by_name: dict[str, Step], rounds: int, min_round_seconds: float = 0.2,
+                      device: torch.device = CPU) -> dict[str, float]:
+    """Median over ``rounds`` of each step's mean time (s) in a round; the rounds alternate
+    (on CUDA the device is synchronised at the ends of a round)."""
     sizes = {}
     for name, step in steps_by_name.items():
         step()  # warm-up: lazy initialisation, allocator, first-call dispatch
-        first = _round(step, 3)
+        first = _round(step, 3, device)
         sizes[name] = max(3, int(min_round_seconds / max(first, 1e-6)))
     times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     for _ in range(rounds):
         for name, step in steps_by_name.items():
-            times[name].append(_round(step, sizes[name]))
+            times[name].append(_round(step, sizes[name], device))
     return {name: statistics.median(t) for name, t in times.items()}
 
 

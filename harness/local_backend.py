@@ -55,6 +55,12 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def cells_in(cell: Cell) -> int:
+    """How many cells a queued item stands for: a seed-batched group's members share its
+    time limit, which is theirs together."""
+    return len(getattr(cell, "cells", (None,)))
+
+
 def death_cause(exitcode: int | None) -> str:
     """What a worker's exit status says, in words."""
     if exitcode is None:
@@ -101,8 +107,8 @@ class _Worker:
         return None
 
     def overdue(self, timeout: float | None) -> bool:
-        if timeout and self.cell is not None:  # a seed-batched group has its members' time together
-            timeout *= len(getattr(self.cell, "cells", (None,)))
+        if timeout and self.cell is not None:
+            timeout *= cells_in(self.cell)
         return bool(timeout) and self.started is not None and time.monotonic() - self.started > timeout
 
     def kill(self) -> None:
@@ -154,7 +160,7 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
             busy = [w for w in pool if w.cell is not None]
             wait_for = 1.0
             if cell_timeout:
-                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout * len(getattr(w.cell, "cells", (None,)))
+                wait_for = max(0.0, min([wait_for] + [w.started + cell_timeout * cells_in(w.cell)
                                                       - time.monotonic() for w in busy if w.started is not None]))
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for)
             for worker in busy:
@@ -190,7 +196,7 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
                 elif worker.overdue(cell_timeout):
                     worker.kill()
                     pool.remove(worker)
-                    limit = cell_timeout * len(getattr(cell, "cells", (None,)))
+                    limit = cell_timeout * cells_in(cell)
                     record(cell, {"status": "failed", "reason": f"timeout after {limit:g} s (--cell-timeout); "
                                                                 "its worker was stopped"})
     except BaseException:

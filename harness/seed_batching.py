@@ -125,8 +125,13 @@ def group_cells(cells: list[Cell], max_members: int | None = None) -> tuple[list
     groups: dict[tuple, list[Cell]] = {}
     out: list[Cell | CellGroup] = []
     per_seed: dict[str, int] = {}
+    refusals: dict[tuple, str | None] = {}  # one estimator instance per configuration, not per seed
     for cell in cells:
-        why = None if cell.skip_reason else refusal(cell)
+        configuration = (cell.kind, cell.problem, repr(sorted(cell.options.items())), cell.estimator,
+                         repr(sorted(cell.hyperparameters.items())), cell.variant_of)
+        if not cell.skip_reason and configuration not in refusals:
+            refusals[configuration] = refusal(cell)
+        why = None if cell.skip_reason else refusals[configuration]
         if cell.skip_reason or why is not None:
             if why is not None and cell.kind == "train":
                 per_seed[why] = per_seed.get(why, 0) + 1
@@ -300,6 +305,8 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
     members = [_Member(c, make_problem(c.problem, c.options, c.seed, device), device) for c in cells]
     shell = stack_problem([m.problem for m in members])
     estimators = node_estimators(shell, group.estimator_class, group.hyperparameters, device)
+    # stateless (else the group is refused): one instance serves every member's own checks
+    single_estimators = node_estimators(members[0].problem, group.estimator_class, group.hyperparameters, device)
     (node,) = shell.node_names()
     shell.take_member_batches([m.problem for m in members])
     noise = MemberGenerators([m.noise for m in members], member_axis(estimators[node], shell.logits().shape))
@@ -400,9 +407,7 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
                 member.series.extend((step, seconds(), k, v) for k, v in member.evaluation.items())
             if step % s["variance_every"] == 0 and not deterministic:
                 copy_member(shell, member.problem, m)
-                stats = _statistics(member.problem, node_estimators(member.problem, group.estimator_class,
-                                                                    group.hyperparameters, device),
-                                    s["variance_replicas"], member.variance, device)
+                stats = _statistics(member.problem, single_estimators, s["variance_replicas"], member.variance, device)
                 member.series.extend((step, seconds(), f"grad_{k}", stats[k])
                                      for k in ("variance_mean", "bias_norm", "mse"))
         if checkpointing:
@@ -413,8 +418,7 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
                              "generators": {name: g.get_state() for name, g in m.generators().items()}}
                             for m in members],
             })
-    evals = members[0].problem.evals_per_estimate(node_estimators(members[0].problem, group.estimator_class,
-                                                                  group.hyperparameters, device))
+    evals = members[0].problem.evals_per_estimate(single_estimators)
     results = []
     for member in members:
         steps_run = member.last_step if member.status == "diverged" else step
