@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -75,8 +76,21 @@ class StoreError(RuntimeError):
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection that never writes beside ``path``.
+
+    ``mode=ro`` first, which sees a run's uncommitted-to-file WAL pages. Where that cannot
+    open (a WAL database on read-only media, or an archived copy without its ``-wal`` and
+    ``-shm`` files, for which SQLite would have to create the shared-memory file), the
+    ``immutable`` mode reads the file as it is: nobody can be writing it there."""
     # Quoted: '#', '?' and '%' in a directory name must not end up in the URI's syntax.
-    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
+    except sqlite3.DatabaseError:  # the caller's first query reports what is wrong, if anything
+        db.close()
+    return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
 
 
 class NoResults(ValueError):
@@ -100,11 +114,11 @@ def read_tables(directory: Path) -> ResultTables:
     path = Path(directory) / DB_NAME
     if not path.is_file():
         raise NoResults(f"{directory} holds no results database ({DB_NAME}); run `dgbench run` first")
-    db = _read_only(path)
     try:
+        db = _read_only(path)
+        db.execute("BEGIN")  # one read transaction: every table from the same moment, even while a run writes
         suite = dict(db.execute("SELECT key, value FROM suite").fetchall())
     except sqlite3.Error as err:
-        db.close()
         raise NoResults(f"{path} is not a readable dgbench results database ({err})") from None
     try:
         runs = pd.read_sql("SELECT * FROM runs", db)
@@ -123,6 +137,10 @@ def read_tables(directory: Path) -> ResultTables:
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalog'").fetchone():
             for kind, ident, info in db.execute("SELECT kind, id, info FROM catalog"):
                 catalog[kind][ident] = json.loads(info)
+    except (sqlite3.Error, pd.errors.DatabaseError, json.JSONDecodeError) as err:  # damaged pages or rows
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise NoResults(f"{path} is damaged and cannot be read ({detail}); restore it from a copy, or rerun "
+                        "the suite into a new directory") from None
     finally:
         db.close()
     return ResultTables(suite, runs, cells, metrics, series, catalog)
@@ -262,7 +280,8 @@ class ResultStore:
             self.db.executemany("INSERT OR IGNORE INTO suite_cells VALUES (?)", [(k,) for k in keys])
 
     def start_run(self, started: float, provenance: dict[str, Any]) -> int:
-        cur = self.db.execute("INSERT INTO runs (started, provenance) VALUES (?, ?)", (started, json.dumps(provenance)))
+        text = json.dumps(json_safe(provenance), allow_nan=False, default=str)  # strict JSON: no NaN, no Infinity
+        cur = self.db.execute("INSERT INTO runs (started, provenance) VALUES (?, ?)", (started, text))
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, finished: float) -> None:
@@ -325,6 +344,17 @@ class ResultStore:
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, recursively, so that it is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _real(value: Any) -> float | None:

@@ -60,12 +60,23 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from dgbench.domains import Domain, Integer, Real, check_values
 from dgbench.nodes import FAMILIES, NODE_FAMILIES, Node, get_node
 from dgbench.registration import Builtins
 
 Objective = Callable[[Tensor], Tensor]
 
 FAMILY_VALUES = ("bernoulli", "categorical", "both", "gaussian", "any")
+# Hyperparameters that mean the same in every estimator that takes them; a class declares
+# the others, or a different range, in its own ``hyperparameter_domains``.
+COMMON_HYPERPARAMETER_DOMAINS: dict[str, Domain] = {
+    "samples": Integer(1),
+    "temperature": Real(0.0, low_open=True),
+    "hidden": Integer(1),
+    "draws": Integer(1),
+    "decay": Real(0.0, 1.0, high_open=True),
+}
+
 GROUPS = ("score function", "multi-sample", "control variates", "antithetic / coupled",
           "relaxed / straight-through", "reference", "other")
 
@@ -92,6 +103,7 @@ class Estimator(torch.nn.Module):
     seed_batching: ClassVar[bool | None] = None
     paper: ClassVar[str] = ""
     group: ClassVar[str] = "other"
+    hyperparameter_domains: ClassVar[dict[str, Domain]] = {}  # see dgbench.domains
 
     def __init__(self, node: str = "bernoulli", samples: int | None = None) -> None:
         super().__init__()
@@ -178,6 +190,23 @@ class Estimator(torch.nn.Module):
         if defaults.get("samples", 0) is None:
             defaults["samples"] = cls.min_samples
         return defaults
+
+    @classmethod
+    def domains(cls) -> dict[str, Domain]:
+        """The declared domain of each hyperparameter: the common ones, then each class's
+        ``hyperparameter_domains`` along the inheritance chain (the subclass wins)."""
+        out = {k: v for k, v in COMMON_HYPERPARAMETER_DOMAINS.items() if k in cls.default_hyperparameters()}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("hyperparameter_domains", {}))
+        return out
+
+    @classmethod
+    def check_hyperparameters(cls, values: dict[str, Any], what: str | None = None) -> list[str]:
+        """Errors in ``values`` against the declared domains (empty: valid), without
+        constructing anything (:func:`dgbench.domains.check_values`); ``what`` prefixes
+        each message (default: "hyperparameter of ID:")."""
+        prefix = f"hyperparameter of {cls.id}:" if what is None else what
+        return check_values(values, cls.default_hyperparameters(), cls.domains(), prefix)
 
     def hyperparameters(self) -> dict[str, Any]:
         """This instance's hyperparameter values (for provenance)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dgbench.domains import Real
 from dgbench.estimators.base import builtin
 from dgbench.estimators.relaxed_core import RelaxedCore, RelaxedGradient, _positive
 
@@ -49,6 +50,8 @@ class Decoupled(RelaxedGradient):
 @builtin
 class DecoupledSTGumbelSoftmax(RelaxedCore):
     id = "decoupled-st-gs"
+    hyperparameter_domains = {"forward_temperature": Real(0.0, low_open=True),
+                              "backward_temperature": Real(0.0, low_open=True)}
     paper = "Shah, Yan, Mozer & Liu (2024), arXiv:2410.13331"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, forward_temperature: float = 1.6,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dgbench.domains import Integer
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import probs
@@ -36,6 +37,7 @@ DEFAULT_MAX_EVALUATIONS = 2**22
 @builtin
 class Exact(Estimator):
     id = "exact"
+    hyperparameter_domains = {"max_states": Integer(1), "max_evaluations": Integer(1)}
     family = "any"
     unbiased = True
     relaxed = False

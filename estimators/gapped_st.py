@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dgbench.domains import Real
 from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import hard
 from dgbench.estimators.relaxed_core import RelaxedCore, RelaxedGradient, _positive
@@ -60,6 +61,7 @@ class Gapped(RelaxedGradient):
 @builtin
 class GappedST(RelaxedCore):
     id = "gst"
+    hyperparameter_domains = {"gap": Real(0.0, low_open=True)}
     paper = "Fan, Chi, Rudnicky & Ramadge (2022), ICML"
 
     def __init__(self, node: str = "bernoulli", *, samples: int = 1, temperature: float = 1.0,

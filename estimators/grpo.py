@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dgbench.domains import Real
 from dgbench.estimators.base import Estimator, Objective, builtin, score_function
 from dgbench.estimators.reference import hard, probs
 from dgbench.sequences import is_sequence
@@ -33,6 +34,7 @@ from dgbench.sequences import is_sequence
 @builtin
 class GRPO(Estimator):
     id = "grpo"
+    hyperparameter_domains = {"eps": Real(0.0)}
     family = "any"
     unbiased = False
     relaxed = False

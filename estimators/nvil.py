@@ -19,6 +19,7 @@ Mnih & Gregor (2014), Neural Variational Inference and Learning in Belief Networ
 
 from __future__ import annotations
 
+from dgbench.domains import Integer
 from dgbench.estimators.base import builtin
 from dgbench.estimators.reference import expand, flat, hard, mlp, probs
 from dgbench.estimators.score_core import LearnedNetwork, ScoreFunctionCore
@@ -27,6 +28,7 @@ from dgbench.estimators.score_core import LearnedNetwork, ScoreFunctionCore
 @builtin
 class NVIL(ScoreFunctionCore):
     id = "nvil"
+    hyperparameter_domains = {"hidden": Integer(0)}
     paper = "Mnih & Gregor (2014), NVIL, ICML"
     group = "control variates"
 

@@ -15,14 +15,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
+import os
 import re
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from dgbench.domains import Domain
 from dgbench.estimators.base import FAMILY_VALUES, GROUPS, Estimator
 from dgbench.estimators.registry import ESTIMATORS, register
 from dgbench.nodes import NODE_FAMILIES, get_node
@@ -108,6 +115,9 @@ def _check_declarations(cls: type, spec: str) -> None:
         raise PluginError(f"{spec}: extra_evals must be an int >= 0, got {cls.extra_evals!r}")
     if isinstance(cls.min_samples, bool) or not isinstance(cls.min_samples, int) or cls.min_samples < 1:
         raise PluginError(f"{spec}: min_samples must be an int >= 1, got {cls.min_samples!r}")
+    domains = vars(cls).get("hyperparameter_domains", {})
+    if not isinstance(domains, dict) or not all(isinstance(d, Domain) for d in domains.values()):
+        raise PluginError(f"{spec}: hyperparameter_domains must map names to dgbench.domains values (Integer, Real, ...)")
     if cls.forward is Estimator.forward:
         raise PluginError(f"{spec}: {cls.__name__} does not implement forward(logits, f, *, generator)")
 
@@ -178,14 +188,76 @@ def _probe(cls: type[Estimator], node: str, spec: str) -> None:
         raise PluginError(f"{spec}: declares relaxed=False but {what}")
 
 
+# Seconds the probes of one plugin may take together (a forward that never returns must
+# not hang the driver, where no cell timeout reaches); DGBENCH_PLUGIN_TIMEOUT overrides.
+VALIDATION_SECONDS = 60.0
+
+
+def validation_seconds() -> float:
+    text = os.environ.get("DGBENCH_PLUGIN_TIMEOUT")
+    try:
+        value = float(text) if text else VALIDATION_SECONDS
+    except ValueError:
+        return VALIDATION_SECONDS
+    return value if math.isfinite(value) and value > 0 else VALIDATION_SECONDS
+
+
+class _ValidationTimeout(BaseException):
+    """Raised inside the plugin's code when its validation runs out of time (a
+    BaseException, so that the plugin's own ``except Exception`` cannot swallow it)."""
+
+
+def _within_time_limit(run: Callable[[], None], seconds: float, spec: str) -> None:
+    """``run()``, stopped after ``seconds``: by SIGALRM in the main thread (which interrupts
+    Python code and blocking calls alike), else by waiting on a daemon thread."""
+    message = (f"{spec}: validation did not finish within {seconds:g} s (does forward return?); "
+               "set DGBENCH_PLUGIN_TIMEOUT to allow longer")
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise _ValidationTimeout()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            run()
+        except _ValidationTimeout:
+            raise PluginError(message) from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            run()
+            outcome.append(None)
+        except BaseException as err:  # handed to the caller's thread
+            outcome.append(err)
+
+    worker = threading.Thread(target=target, daemon=True, name=f"validate {spec}")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive() or not outcome:
+        raise PluginError(message)
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def validate_estimator(obj: object, spec: str | None = None) -> type[Estimator]:
-    """Check declarations, then probe forward on each supported family; return the class."""
+    """Check declarations, then probe forward on each supported family (within
+    :func:`validation_seconds`); return the class."""
     spec = spec or getattr(obj, "__name__", repr(obj))
     _check_declarations(obj, spec)  # type: ignore[arg-type]
     assert inspect.isclass(obj) and issubclass(obj, Estimator)
-    for node in NODE_FAMILIES:
-        if obj.supports(node):
-            _probe(obj, node, spec)
+    cls = obj
+
+    def probes() -> None:
+        for node in NODE_FAMILIES:
+            if cls.supports(node):
+                _probe(cls, node, spec)
+
+    _within_time_limit(probes, validation_seconds(), spec)
     return obj
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from dgbench import noise
+from dgbench.domains import Real
 from dgbench.estimators.base import Estimator, Objective, builtin
 from dgbench.estimators.reference import conditional, d_dtheta, expand, hard_of, perturbed, probs, soft
 
@@ -38,6 +39,7 @@ def second_moment(node, g: Tensor) -> Tensor:
 @builtin
 class REBAR(Estimator):
     id = "rebar"
+    hyperparameter_domains = {"eta": Real()}
     family = "both"
     unbiased = True
     relaxed = True

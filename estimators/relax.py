@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 from dgbench import noise
+from dgbench.domains import Choice
 from dgbench.estimators.base import Estimator, Objective, builtin
-from dgbench.estimators.networks import control_network
+from dgbench.estimators.networks import ACTIVATIONS, control_network
 from dgbench.estimators.rebar import second_moment
 from dgbench.estimators.reference import conditional, d_dtheta, expand, flat, hard_of, mlp, perturbed, probs, soft
 
@@ -33,6 +34,7 @@ from dgbench.estimators.reference import conditional, d_dtheta, expand, flat, ha
 @builtin
 class RELAX(Estimator):
     id = "relax"
+    hyperparameter_domains = {"activation": Choice(tuple(ACTIVATIONS))}
     family = "both"
     unbiased = True
     relaxed = False

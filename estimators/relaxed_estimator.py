@@ -15,6 +15,7 @@ Papers: see :mod:`dgbench.estimators.relaxed_core`.
 
 from __future__ import annotations
 
+from dgbench.domains import Choice, Real
 from dgbench.estimators import gumbel_rao, gumbel_softmax, reinmax, st_gumbel_softmax, straight_through
 from dgbench.estimators.base import builtin
 from dgbench.estimators.relaxed_core import GRADIENTS, RaoBlackwellised, RelaxedCore
@@ -25,6 +26,7 @@ CHOICES = tuple(GRADIENTS)
 @builtin
 class Relaxed(RelaxedCore):
     id = "relaxed"
+    hyperparameter_domains = {"gradient": Choice(CHOICES), "temperature": Real(0.0, low_open=True, allow_none=True)}
     include_in_all = False  # its defaults are `st-gumbel-softmax`; suites name it or cross it as variants
     paper = "Gumbel-softmax, straight-through, Gumbel-Rao and ReinMax parts: see dgbench.estimators.relaxed_core"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dgbench.domains import Choice, Integer
 from dgbench.estimators import nvil, reinforce, reinforce_ema, reinforce_optimal, rloo
 from dgbench.estimators.base import builtin
 from dgbench.estimators.score_core import (
@@ -40,6 +41,7 @@ CHOICES = ("none", "ema", "loo", "optimal", "network")  # "taylor" changes the c
 @builtin
 class ScoreFunction(ScoreFunctionCore):
     id = "score-function"
+    hyperparameter_domains = {"baseline": Choice(CHOICES), "hidden": Integer(0)}
     include_in_all = False  # its defaults are `rloo`; suites name it or cross it as variants
     paper = "Williams (1992), Machine Learning 8:229-256; baselines: see dgbench.estimators.score_core"
 

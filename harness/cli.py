@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -35,20 +34,10 @@ from dgbench.harness.listing import estimator_markdown, problem_markdown, termin
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
 from dgbench.harness.options import OptionError, parse_assignments
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
-from dgbench.harness.run import plan_line, run, summary_line
+from dgbench.harness.run import check_counts, check_seconds, plan_line, run, summary_line
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import PROBLEMS
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as null, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+from dgbench.store import json_safe
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -104,7 +93,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         hparams=hparams, device=args.device, dtype=args.dtype,
     ).as_dict()
     if args.json:
-        print(json.dumps(_json_safe(result), indent=2))
+        print(json.dumps(json_safe(result), indent=2))
     else:
         _print_gradcheck(result)
     return 0
@@ -199,10 +188,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         device = str(resolve_device(args.device))  # "auto" becomes the device it chose
     except (PluginError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.cell_timeout is not None and not args.cell_timeout > 0:
-        raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
+    check_counts(workers=args.workers)
+    if args.cell_timeout is not None:
+        check_seconds(args.cell_timeout, "--cell-timeout")
     out = Path(args.out or f"results/compare-{cls.id}")
     _use_data_dir(args.data_dir)
     try:
@@ -226,10 +214,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dgbench.reports.build import build_report
     from dgbench.reports.results import ReportError
 
+    out = Path(args.out) if args.out else Path(args.directory) / "report"
     try:
-        written = build_report(args.directory, _ids(args.format), args.out)
+        written = build_report(args.directory, _ids(args.format), out)
     except ReportError as err:
         raise UsageError(str(err)) from None
+    except OSError as err:  # read-only media, a full disk: the results are only read, never touched
+        raise UsageError(f"cannot write the report into {out} ({err.strerror or err}); "
+                         "choose a writable place with --out") from None
     page = next((p for p in written if p.name == "index.html"), written[0] if written else None)
     print(f"report: {len(written)} files -> {page.parent if page else args.out}" + (f" (open {page})" if page and page.name == "index.html" else ""))
     return 0
@@ -238,10 +230,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from dgbench.harness.export import ExportError, export
 
+    out = Path(args.out) if args.out else Path(args.directory) / "export"
     try:
-        written = export(Path(args.directory), args.format, Path(args.out) if args.out else None)
+        written = export(Path(args.directory), args.format, out)
     except ExportError as err:
         raise UsageError(str(err)) from None
+    except OSError as err:  # read-only media, a full disk: the results are only read, never touched
+        raise UsageError(f"cannot write the export into {out} ({err.strerror or err}); "
+                         "choose a writable place with --out") from None
     for path in written:
         print(path)
     return 0

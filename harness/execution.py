@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from dgbench.errors import Interrupted, Terminated
 from dgbench.harness.cells import run_cell
-from dgbench.harness.checkpoints import remove_checkpoint
+from dgbench.harness.checkpoints import remove_checkpoint, remove_stale_files
 from dgbench.harness.costs import estimate, longest_first
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WORKER_DIED, run_cells_local, threads_per_worker
 from dgbench.harness.provenance import provenance
@@ -131,6 +131,7 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
     unfinished training cells that can batch go to the backend as groups over
     their seeds (:class:`CellGroup`); each member's result is recorded as its own cell's.
     """
+    remove_stale_files(store.directory)  # the partial files of writers that died
     done = store.finished_keys()
     for key in done & {c.key for c in cells}:  # left behind by a driver that died after storing the cell
         remove_checkpoint(store.directory, key)
@@ -164,6 +165,12 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
             runnable = group_cells(runnable)[0]
         if runnable:
             runner(longest_first(runnable, estimate(runnable, torch.device(device), store.durations())), record)
+        # Finished: only the checkpoints of cells (and groups) that a retry would continue stay.
+        unfinished = [c for c in cells if c.key not in store.finished_keys()]
+        keep = {c.key for c in unfinished}
+        if seed_batching:
+            keep |= {g.key for g in group_cells(unfinished)[0] if isinstance(g, CellGroup)}
+        remove_stale_files(store.directory, keep)
     except (KeyboardInterrupt, Terminated) as err:
         signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
         raise Interrupted(signum, sum(counts.values())) from None

@@ -16,7 +16,7 @@ from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.gradstats import GradientStatistics, gradient_statistics
 from dgbench.harness.options import OptionError, coerce
 from dgbench.harness.seeding import derive_seed, make_generator
-from dgbench.harness.suites import incompatibility
+from dgbench.harness.suites import MAX_REPLICAS, incompatibility
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import get as get_problem
 
@@ -51,8 +51,8 @@ def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int 
     ``options`` and ``hparams`` may hold strings (as from the command line) or values;
     both are checked against the declared defaults. Raises :class:`UsageError` on bad input.
     """
-    if replicas < 2:
-        raise UsageError(f"replicas must be >= 2, got {replicas}")
+    if not 2 <= replicas <= MAX_REPLICAS:
+        raise UsageError(f"replicas must be between 2 and {MAX_REPLICAS:,}, got {replicas:,}")
     if dtype not in DTYPES:
         raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     try:
@@ -70,6 +70,9 @@ def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int 
         torch_device = resolve_device(device)
     except (OptionError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
+    errors = problem_cls.check_options(problem_options) + estimator_cls.check_hyperparameters(estimator_hparams)
+    if errors:
+        raise UsageError(errors[0])
     refusal = incompatibility(problem_cls, estimator_cls, problem_options)
     if refusal:
         raise UsageError(f"{estimator_cls.id} on {problem}: {refusal}")

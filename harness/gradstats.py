@@ -17,6 +17,7 @@ their own parameters' gradients are exercised by training cells, not measured he
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -47,6 +48,18 @@ def replicated_gradients(
     chunk: int | None = None,
 ) -> Tensor:
     """``(replicas, P)`` independent gradient estimates w.r.t. ``problem.logit_parameters()``."""
+    return torch.cat(list(gradient_chunks(problem, estimators, replicas, generator, chunk)))
+
+
+def gradient_chunks(
+    problem: Problem,
+    estimators: Estimators,
+    replicas: int,
+    generator: torch.Generator,
+    chunk: int | None = None,
+) -> Iterator[Tensor]:
+    """The estimates of :func:`replicated_gradients` as ``(n, P)`` chunks, drawn one at a
+    time (the same numbers in the same order), so that a consumer keeps O(P) memory."""
     if replicas < 2:
         raise ValueError(f"replicas must be >= 2 to estimate a variance, got {replicas}")
     estimators = problem.node_estimators(estimators)
@@ -58,11 +71,12 @@ def replicated_gradients(
         with torch.enable_grad():
             logits = problem.logits()
             if is_sequence(logits):
-                return _replicated_sequence_gradients(problem, estimators, params, logits, replicas, generator, chunk)
+                yield from _replicated_sequence_gradients(problem, estimators, params, logits, replicas, generator,
+                                                          chunk)
+                return
             if chunk is None:
                 per_replica = logits.numel() * max(1, problem.evals_per_estimate(estimators))
                 chunk = max(1, min(replicas, CHUNK_ELEMENTS // per_replica))
-            rows = []
             for start in range(0, replicas, chunk):
                 n = min(chunk, replicas - start)
                 leaf = logits.detach().unsqueeze(0).expand(n, *logits.shape).clone().requires_grad_(True)
@@ -74,24 +88,22 @@ def replicated_gradients(
                 )
                 grads = [torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
                          for g, p in zip(grads, params)]
-                rows.append(flatten(grads, batched=True))
+                yield flatten(grads, batched=True)
     finally:
         for name, mode in modes.items():
             estimators[name].train(mode)
-    return torch.cat(rows)
 
 
 # Replicas per chunk on an autoregressive node: the batched backward costs chunk^2.
 SEQUENCE_CHUNK = 32
 
 
-def _replicated_sequence_gradients(problem, estimators, params, logits, replicas, generator, chunk) -> Tensor:
+def _replicated_sequence_gradients(problem, estimators, params, logits, replicas, generator, chunk) -> Iterator[Tensor]:
     """Replicated gradients on an autoregressive node: there is no logits tensor to branch
     the replicas from, so each chunk draws ``n`` replicas through :meth:`replicate` and takes
     the ``n`` per-replica gradients w.r.t. the parameters in one batched backward pass
     (one-hot output gradients)."""
     chunk = chunk or SEQUENCE_CHUNK
-    rows = []
     for start in range(0, replicas, chunk):
         n = min(chunk, replicas - start)
         out = problem.objective(estimators, logits.replicate(n), generator)
@@ -100,8 +112,7 @@ def _replicated_sequence_gradients(problem, estimators, params, logits, replicas
                                     retain_graph=True, allow_unused=True)
         grads = [torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
                  for g, p in zip(grads, params)]
-        rows.append(flatten(grads, batched=True))
-    return torch.cat(rows)
+        yield flatten(grads, batched=True)
 
 
 @dataclass
@@ -131,20 +142,65 @@ def _cosine(a: Tensor, b: Tensor) -> float:
     return float(a @ b) / denominator if denominator > 0 else math.nan
 
 
+class RunningStatistics:
+    """Per-coordinate mean and sum of squared deviations of gradient estimates, and the
+    per-estimate quantities the summary averages (squared error, cosine to the exact
+    gradient), merged chunk by chunk (Chan, Golub & LeVeque, 1979), so that R estimates
+    need O(P) memory, not O(R P)."""
+
+    def __init__(self, exact: Tensor) -> None:
+        self.exact = exact.detach().to(torch.float64).reshape(-1)
+        self.count = 0
+        self.mean = torch.zeros_like(self.exact)
+        self.m2 = torch.zeros_like(self.exact)
+        self.squared_error = 0.0
+        self.cosine_sum = 0.0
+        self.cosine_count = 0
+        self.eps = 0.0
+
+    def add(self, estimates: Tensor) -> None:
+        if estimates.dtype.is_floating_point:
+            self.eps = max(self.eps, torch.finfo(estimates.dtype).eps)
+        x = estimates.detach().to(torch.float64)
+        n = x.shape[0]
+        if n == 0:
+            return
+        mean = x.mean(0)
+        m2 = ((x - mean) ** 2).sum(0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+        self.squared_error += float(((x - self.exact) ** 2).sum())
+        norms = x.norm(dim=1) * self.exact.norm()
+        single = (x @ self.exact)[norms > 0] / norms[norms > 0]
+        self.cosine_sum += float(single.sum())
+        self.cosine_count += int(single.numel())
+
+
 def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = None) -> GradientStatistics:
-    """Bias, variance, MSE, cosine and SNR of ``estimates`` ``(R, P)`` against ``exact`` ``(P,)``.
+    """Bias, variance, MSE, cosine and SNR of ``estimates`` ``(R, P)`` against ``exact`` ``(P,)``
+    (:func:`summarise_running` of one chunk)."""
+    running = RunningStatistics(exact)
+    running.add(estimates)
+    return summarise_running(running, exact, reference_se)
+
+
+def summarise_running(running: RunningStatistics, exact: Tensor,
+                      reference_se: Tensor | None = None) -> GradientStatistics:
+    """Bias, variance, MSE, cosine and SNR of the estimates ``running`` has seen.
 
     ``reference_se`` (per coordinate) is the standard error of a sampled reference; the
     bias z-scores then use ``sqrt(se^2 + reference_se^2)``, the standard error of the
     difference of two independent means.
     """
     # Round-off follows the precision the gradients were computed in (float32 problems too).
-    eps = max(torch.finfo(t.dtype).eps if t.dtype.is_floating_point else 0.0 for t in (estimates, exact))
-    estimates = estimates.detach().to(torch.float64)
-    exact = exact.detach().to(torch.float64).reshape(-1)
-    r = estimates.shape[0]
-    mean = estimates.mean(0)
-    variance = estimates.var(0, unbiased=True)
+    eps = max(running.eps, torch.finfo(exact.dtype).eps if exact.dtype.is_floating_point else 0.0)
+    exact = running.exact
+    r = running.count
+    mean = running.mean
+    variance = running.m2 / (r - 1)
     se = (variance / r).sqrt()
     bias = mean - exact
     combined = se if reference_se is None else (se**2 + reference_se.detach().to(torch.float64).reshape(-1) ** 2).sqrt()
@@ -155,8 +211,6 @@ def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = No
     z = bias.abs() / torch.maximum(combined, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
     std = variance.sqrt()
     snr = torch.where(std > 0, mean.abs() / std, torch.full_like(std, math.inf))
-    norms = estimates.norm(dim=1) * exact.norm()
-    single = torch.where(norms > 0, (estimates @ exact) / norms, torch.full_like(norms, math.nan))
     return GradientStatistics(
         replicas=r,
         exact_gradient=exact.tolist(),
@@ -167,9 +221,9 @@ def summarise(estimates: Tensor, exact: Tensor, reference_se: Tensor | None = No
         bias_z_max=float(z.max()),
         variance_mean=float(variance.mean()),
         variance_total=float(variance.sum()),
-        mse=float(((estimates - exact) ** 2).sum(1).mean()),
+        mse=running.squared_error / r,
         cosine=_cosine(mean, exact),
-        cosine_single_mean=float(single.nanmean()) if not torch.isnan(single).all() else math.nan,
+        cosine_single_mean=running.cosine_sum / running.cosine_count if running.cosine_count else math.nan,
         snr_mean=float(snr.mean()),
     )
 
@@ -185,6 +239,8 @@ def gradient_statistics(
 ) -> tuple[GradientStatistics, float]:
     """Statistics of ``replicas`` estimates and the wall-clock seconds per estimate."""
     watch = Stopwatch(device)
+    running = RunningStatistics(exact)
     with watch.time():
-        estimates = replicated_gradients(problem, estimators, replicas, generator)
-    return summarise(estimates, exact, reference_se), watch.seconds / replicas
+        for chunk in gradient_chunks(problem, estimators, replicas, generator):
+            running.add(chunk)
+    return summarise_running(running, exact, reference_se), watch.seconds / replicas

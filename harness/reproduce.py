@@ -42,8 +42,20 @@ from typing import Any
 
 from dgbench.errors import UsageError
 from dgbench.estimators.registry import ESTIMATORS
-from dgbench.harness.suites import TRAINING_DEFAULTS, Cell, Suite, _check_training, incompatibility, samples_for_budget
+from dgbench.harness.suites import (
+    MAX_SEEDS,
+    MAX_STEPS,
+    TRAINING_DEFAULTS,
+    Cell,
+    Suite,
+    _check_training,
+    incompatibility,
+    samples_for_budget,
+)
 from dgbench.problems.registry import PROBLEMS
+
+# A shortened run is a pilot; a lengthened one more than 100 x the protocol is a typo.
+MAX_STEPS_SCALE = 100.0
 
 REPRODUCTION_DIR = resources.files("dgbench.reproductions")
 TRANSFORMS = ("none", "negate", "log")
@@ -125,10 +137,9 @@ def parse(text: str, origin: str) -> Reproduction:
             raise UsageError(f"{origin}: column {c['id']!r}: unknown estimator {c['estimator']!r}")
         if c["id"] in ESTIMATORS and (c["id"] != c["estimator"] or c.get("hyperparameters")):
             raise UsageError(f"{origin}: column id {c['id']!r} is a registered estimator's id; give it its own")
-        known = set(ESTIMATORS[c["estimator"]].default_hyperparameters())
-        unknown = sorted(set(c.get("hyperparameters", {})) - known)
-        if unknown:
-            raise UsageError(f"{origin}: column {c['id']!r}: unknown hyperparameter {unknown[0]!r} of {c['estimator']}")
+        errors = ESTIMATORS[c["estimator"]].check_hyperparameters(c.get("hyperparameters", {}))
+        if errors:
+            raise UsageError(f"{origin}: column {c['id']!r}: {errors[0]}")
     ids = {c["id"] for c in columns}
     rows = _require(data, "rows", origin)
     for r in rows:
@@ -137,9 +148,9 @@ def parse(text: str, origin: str) -> Reproduction:
             _require(r, key, where)
         if r["problem"] not in PROBLEMS:
             raise UsageError(f"{where}: unknown problem {r['problem']!r}")
-        unknown = sorted(set(r.get("options", {})) - set(PROBLEMS[r["problem"]].default_options()))
-        if unknown:
-            raise UsageError(f"{where}: unknown option {unknown[0]!r} of {r['problem']}")
+        errors = PROBLEMS[r["problem"]].check_options(r.get("options", {}))
+        if errors:
+            raise UsageError(f"{where}: {errors[0]}")
         for cid in [*r["published"], *r.get("anneal", {}).get("columns", [])]:
             if cid not in ids:
                 raise UsageError(f"{where}: unknown column {cid!r} (columns: {', '.join(sorted(ids))})")
@@ -190,10 +201,12 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
     """Every training cell of the reproduction under these run options. ``column_lrs``
     restricts the learning-rate grid of single columns (e.g. to the rates a short pilot
     selected on validation)."""
-    if seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {seeds}")
-    if not steps_scale > 0:
-        raise UsageError(f"--steps-scale must be > 0, got {steps_scale}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise UsageError(f"--seeds must be between 1 and {MAX_SEEDS:,}, got {seeds:,}")
+    if not (math.isfinite(steps_scale) and 0 < steps_scale <= MAX_STEPS_SCALE):
+        raise UsageError(f"--steps-scale must be a finite number in (0, {MAX_STEPS_SCALE:g}], got {steps_scale:g}")
+    if eval_examples is not None and eval_examples < 1:
+        raise UsageError(f"--eval-examples must be >= 1, got {eval_examples}")
     for flag, chosen, valid in (("--row", rows, [r["id"] for r in rep.rows]), ("--column", columns, [c["id"] for c in rep.columns])):
         for x in chosen or []:
             if x not in valid:
@@ -211,6 +224,8 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
         if outside:
             raise UsageError(f"--column-lr {cid}={outside[0]:g} is not in the run's grid ({', '.join(f'{x:g}' for x in grid)})")
     steps = max(1, round(rep.training["steps"] * steps_scale))
+    if steps > MAX_STEPS:
+        raise UsageError(f"--steps-scale {steps_scale:g} makes {steps:,} steps, more than {MAX_STEPS:,}")
     out = []
     for row in rep.rows:
         if rows and row["id"] not in rows:
@@ -473,8 +488,9 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
     out = Path(out or f"results/reproductions/{out_label(rep, steps_scale)}")
     counts: dict[str, int] = {}
     if not report_only:
-        if workers < 1:
-            raise UsageError(f"--workers must be >= 1, got {workers}")
+        from dgbench.harness.run import check_counts
+
+        check_counts(workers=workers, threads=threads)
         from dgbench.harness.devices import DeviceUnavailable, resolve_device
 
         try:

@@ -19,7 +19,7 @@ from dgbench.harness.execution import execute, prepare_data
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotStart
 from dgbench.harness.provenance import git_commit
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
-from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite
+from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite, positive_seconds
 from dgbench.problems.data import DataUnavailable
 from dgbench.store import DB_NAME, ResultStore, StoreError, stored_progress, stored_suite
 
@@ -45,6 +45,26 @@ def check_data(cells: list[Cell]) -> None:
         prepare_data(cells)
     except DataUnavailable as err:
         raise UsageError(str(err)) from None
+
+
+MAX_WORKERS = 4096
+MAX_RETRIES = 100
+
+
+def check_seconds(value: float, flag: str) -> float:
+    """A finite positive number of seconds (UsageError naming ``flag`` otherwise)."""
+    try:
+        return positive_seconds(value, flag)
+    except SuiteError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_counts(*, retries: int | None = None, workers: int | None = None, threads: int | None = None) -> None:
+    """The run's integer options within their ranges (UsageError naming the flag otherwise)."""
+    for flag, value, low, high in (("--retries", retries, 0, MAX_RETRIES), ("--workers", workers, 1, MAX_WORKERS),
+                                   ("--threads", threads, 1, MAX_WORKERS)):
+        if value is not None and not low <= value <= high:
+            raise UsageError(f"{flag} must be between {low} and {high:,}, got {value:,}")
 
 
 def _changes(old: str, new: str) -> str:
@@ -119,18 +139,13 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         raise UsageError(str(err)) from None
     if scheduler and backend != "dask":
         raise UsageError("--scheduler needs --backend dask")
-    if retries < 0:
-        raise UsageError(f"--retries must be >= 0, got {retries}")
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+    check_counts(retries=retries, workers=workers, threads=threads)
     if seed_batching not in ("auto", "on", "off"):
         raise UsageError(f"--seed-batching must be auto, on or off, got {seed_batching!r}")
     batch_seeds = seed_batching == "on" or (seed_batching == "auto" and device.startswith("cuda"))
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
     for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):
-        if value is not None and not value > 0:
-            raise UsageError(f"{flag} must be a positive number of seconds, got {value}")
+        if value is not None:
+            check_seconds(value, flag)
     explicit_timeout = cell_timeout or definition.cell_timeout
     cell_timeout = explicit_timeout or DEFAULT_CELL_TIMEOUT
     if in_process and backend != "local":

@@ -62,8 +62,8 @@ def check(table: dict[str, Any], where: str) -> list[str]:
         value = table.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(f"{where}.{key} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors.append(f"{where}.{key} must be a finite number, got {value!r}")
             return None
         return float(value)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -115,11 +116,29 @@ TRAINING_DEFAULTS = {
 }
 
 
-def _positive_int(table: dict, key: str, where: str, minimum: int = 1) -> int:
+# Bounds on what would exhaust memory or never finish, checked when a suite loads: a
+# suite expands into one cell object per (problem, estimator, seed, kind), and a
+# gradient-statistics cell of R replicas costs R estimates (memory O(P), time O(R)).
+MAX_SEEDS = 10_000
+MAX_REPLICAS = 100_000_000
+MAX_CELLS = 1_000_000
+MAX_STEPS = 100_000_000
+
+
+def _positive_int(table: dict, key: str, where: str, minimum: int = 1, maximum: int | None = None) -> int:
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SuiteError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise SuiteError(f"{where}.{key} must be at most {maximum:,}, got {value:,}")
     return value
+
+
+def positive_seconds(value: Any, what: str) -> float:
+    """A finite positive number of seconds, or :class:`SuiteError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SuiteError(f"{what} must be a finite positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _check_keys(table: Any, allowed: set[str], where: str) -> dict:
@@ -133,19 +152,21 @@ def _check_keys(table: Any, allowed: set[str], where: str) -> dict:
 
 def _check_gradstats(table: Any, where: str) -> dict:
     _check_keys(table, {"replicas"}, where)
-    _positive_int(table, "replicas", where, minimum=2)
+    _positive_int(table, "replicas", where, minimum=2, maximum=MAX_REPLICAS)
     return table
 
 
 def _check_training(table: Any, where: str) -> dict:
     _check_keys(table, set(TRAINING_DEFAULTS) | set(PROTOCOL_DEFAULTS), where)
-    for key in ("steps", "log_every", "eval_every", "variance_every"):
+    _positive_int(table, "steps", where, maximum=MAX_STEPS)
+    for key in ("log_every", "eval_every", "variance_every"):  # strides: a huge one means "never"
         _positive_int(table, key, where)
-    _positive_int(table, "variance_replicas", where, minimum=2)
+    _positive_int(table, "variance_replicas", where, minimum=2, maximum=MAX_REPLICAS)
     if table["optimizer"] not in ("adam", "sgd"):
         raise SuiteError(f"{where}.optimizer must be 'adam' or 'sgd', got {table['optimizer']!r}")
-    if isinstance(table["lr"], bool) or not isinstance(table["lr"], (int, float)) or table["lr"] <= 0:
-        raise SuiteError(f"{where}.lr must be a positive number, got {table['lr']!r}")
+    lr = table["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise SuiteError(f"{where}.lr must be a finite positive number, got {lr!r}")
     errors = check_protocol(table, where)
     if errors:
         raise SuiteError(errors[0])
@@ -163,12 +184,29 @@ def _check_variants(table: Any, where: str) -> dict[str, dict[str, Any]]:
             raise SuiteError(f"{where}.{vid}.estimator: unknown estimator {got!r} (valid: {', '.join(ESTIMATORS)})")
         cls = ESTIMATORS[spec["estimator"]]
         _check_keys(spec, {"estimator", *cls.default_hyperparameters()}, f"{where}.{vid}")
+        _check_declared(cls.check_hyperparameters({k: v for k, v in spec.items() if k != "estimator"}, ""),
+                        f"{where}.{vid}")
         try:  # the constructor's own checks, on a node it supports
             cls("bernoulli" if cls.supports("bernoulli") else "categorical",
                 **{k: v for k, v in spec.items() if k != "estimator"})
         except (TypeError, ValueError) as err:
             raise SuiteError(f"{where}.{vid}: {err}") from None
     return table
+
+
+def _check_declared(errors: list[str], where: str) -> None:
+    if errors:
+        raise SuiteError(f"{where}: {errors[0]}")
+
+
+def _check_duplicates(items: list[Any], what: str, where: str) -> None:
+    """Refuse an entry listed twice: it would be computed twice and counted twice."""
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        key = json.dumps(item, sort_keys=True, default=str)
+        if key in seen:
+            raise SuiteError(f"{where}: {what} {i} repeats {what} {seen[key]} ({item}); list each once")
+        seen[key] = i
 
 
 def parse_suite(text: str, origin: str) -> Suite:
@@ -182,11 +220,10 @@ def parse_suite(text: str, origin: str) -> Suite:
     for key in ("name", "seeds", "budget", "problems", "estimators"):
         if key not in data:
             raise SuiteError(f"{origin}: missing key {key!r}")
-    seeds = _positive_int(data, "seeds", origin)
+    seeds = _positive_int(data, "seeds", origin, maximum=MAX_SEEDS)
     cell_timeout = data.get("cell_timeout")
-    if cell_timeout is not None and (isinstance(cell_timeout, bool) or not isinstance(cell_timeout, (int, float))
-                                     or cell_timeout <= 0):
-        raise SuiteError(f"{origin}.cell_timeout must be a positive number of seconds, got {cell_timeout!r}")
+    if cell_timeout is not None:
+        positive_seconds(cell_timeout, f"{origin}.cell_timeout")
     budget = _check_keys(data["budget"], {"samples", "evals"}, f"{origin}: budget")
     if len(budget) != 1:
         raise SuiteError(f"{origin}: budget needs exactly one of 'samples' or 'evals'")
@@ -211,6 +248,7 @@ def parse_suite(text: str, origin: str) -> Suite:
         if spec.get("id") not in PROBLEMS:
             raise SuiteError(f"{where}.id: unknown problem {spec.get('id')!r} (valid: {', '.join(PROBLEMS)})")
         options = _check_keys(spec.get("options", {}), set(PROBLEMS[spec["id"]].default_options()), f"{where}.options")
+        _check_declared(PROBLEMS[spec["id"]].check_options(options, ""), f"{where}.options")
         spec["options"] = options
         for kind, base, check in (("gradstats", gradstats, _check_gradstats), ("training", training, _check_training)):
             if kind in spec:
@@ -224,12 +262,17 @@ def parse_suite(text: str, origin: str) -> Suite:
     ids = [e for e, cls in ESTIMATORS.items() if cls.include_in_all] if include == "all" else include
     if not isinstance(ids, list) or (not ids and not est.get("variants")):
         raise SuiteError(f"{origin}: estimators.include must be \"all\" or a non-empty list of ids")
+    _check_duplicates([{"id": p["id"], "options": p["options"]} for p in problems], "problems entry",
+                      f"{origin}: problems")
+    if isinstance(ids, list):
+        _check_duplicates(ids, "entry", f"{origin}: estimators.include")
     for eid in ids:
         if eid not in ESTIMATORS:
             raise SuiteError(f"{origin}: estimators.include: unknown estimator {eid!r} (valid: {', '.join(ESTIMATORS)})")
     hyper = _check_keys(est.get("hyperparameters", {}), set(ESTIMATORS), f"{origin}: estimators.hyperparameters")
     for eid, values in hyper.items():
         _check_keys(values, set(ESTIMATORS[eid].default_hyperparameters()), f"{origin}: estimators.hyperparameters.{eid}")
+        _check_declared(ESTIMATORS[eid].check_hyperparameters(values, ""), f"{origin}: estimators.hyperparameters.{eid}")
     variants = _check_variants(est.get("variants", {}), f"{origin}: estimators.variants")
     ids = ids + [v for v in variants if v not in ids]
     hyper = {**hyper, **{v: {k: x for k, x in spec.items() if k != "estimator"} for v, spec in variants.items()}}
@@ -304,8 +347,14 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
     for eid in estimators or []:
         if eid not in suite.estimators:
             raise SuiteError(f"estimator {eid!r} is not in suite {suite.name!r} (it has: {', '.join(suite.estimators)})")
-    if seeds is not None and seeds < 1:
-        raise SuiteError(f"--seeds must be >= 1, got {seeds}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise SuiteError(f"--seeds must be between 1 and {MAX_SEEDS:,}, got {seeds:,}")
+    kinds_per_cell = (suite.gradstats is not None) + (suite.training is not None)
+    count = (len(problems or suite.problems) * len(estimators or suite.estimators) * (seeds or suite.seeds)
+             * kinds_per_cell)
+    if count > MAX_CELLS:
+        raise SuiteError(f"the selection expands into {count:,} cells, more than the {MAX_CELLS:,} one run can "
+                         "hold; use fewer seeds, problems or estimators")
     cells = []
     for spec in suite.problems:
         if problems and spec["id"] not in problems:

@@ -73,6 +73,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from dgbench.domains import Domain, check_values
 from dgbench.errors import NotApplicable
 from dgbench.registration import Builtins
 
@@ -100,6 +101,7 @@ class Problem(torch.nn.Module):
     seed_batching: ClassVar[bool] = False
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
+    option_domains: ClassVar[dict[str, Domain]] = {}  # see dgbench.domains
     test_options: ClassVar[dict[str, Any]] = {}  # options that make it small for the generic tests
 
     @classmethod
@@ -256,6 +258,22 @@ class Problem(torch.nn.Module):
             for name, p in params.items()
             if name not in ("self", "dtype", "device", "generator") and p.kind is p.KEYWORD_ONLY
         }
+
+    @classmethod
+    def domains(cls) -> dict[str, Domain]:
+        """The declared domain of each option, along the inheritance chain (the subclass wins)."""
+        out: dict[str, Domain] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("option_domains", {}))
+        return {k: v for k, v in out.items() if k in cls.default_options()}
+
+    @classmethod
+    def check_options(cls, values: dict[str, Any], what: str | None = None) -> list[str]:
+        """Errors in ``values`` against the declared domains (empty: valid), without
+        constructing the problem (:func:`dgbench.domains.check_values`); ``what`` prefixes
+        each message (default: "option of ID:")."""
+        prefix = f"option of {cls.id}:" if what is None else what
+        return check_values(values, cls.default_options(), cls.domains(), prefix)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

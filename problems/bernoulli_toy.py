@@ -19,12 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dgbench.domains import Integer, Real
 from dgbench.problems.base import Problem, builtin
 
 
 @builtin
 class BernoulliToy(Problem):
     id = "bernoulli-toy"
+    option_domains = {"dim": Integer(1), "target": Real(), "init": Real()}
     test_options = {"dim": 3}  # small enough for the generic tests
     family = "bernoulli"
     minimize = True

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dgbench.domains import Integer, RealList
 from dgbench.problems.base import Problem, builtin
 
 
@@ -39,6 +40,8 @@ def _vector(spec: str | None, k: int, default: list[float], name: str) -> list[f
 @builtin
 class CategoricalToy(Problem):
     id = "categorical-toy"
+    option_domains = {"dim": Integer(1), "categories": Integer(2), "target": RealList(allow_none=True),
+                      "init": RealList(allow_none=True)}
     test_options = {"dim": 2, "categories": 3}  # small enough for the generic tests
     family = "categorical"
     minimize = True

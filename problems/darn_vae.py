@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dgbench.domains import Real
 from dgbench.nodes import BERNOULLI
 from dgbench.problems.base import Estimators, builtin
 from dgbench.problems.datasets import DATASETS, prepare
@@ -67,6 +68,7 @@ class DARNPosterior(Autoregressive):
 
 @builtin
 class DARNVAE(DiscreteVAE):
+    option_domains = {"autoregressive_init": Real(0.0)}
     id = "darn-vae"
     family = "bernoulli"
     sequential = True

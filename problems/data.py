@@ -33,6 +33,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def _read_npz(path: Path, checks: dict[str, SplitCheck]) -> dict[str, np.ndarray
     try:
         with np.load(path) as npz:
             packed = {split: npz[split] for split in SPLITS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as err:  # zlib: a flipped bit
         raise CorruptData(f"{path}: unreadable ({type(err).__name__}: {err})") from None
     out = {}
     for split, a in packed.items():

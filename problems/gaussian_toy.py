@@ -18,12 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dgbench.domains import Integer, Real
 from dgbench.problems.base import Problem, Score, builtin
 
 
 @builtin
 class GaussianToy(Problem):
     id = "gaussian-toy"
+    option_domains = {"dim": Integer(1), "target": Real(), "init_mean": Real(), "init_log_scale": Real()}
     family = "gaussian"
     minimize = True
     seed_batching = True

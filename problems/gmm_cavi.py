@@ -43,6 +43,7 @@ import math
 import torch
 from torch import Tensor
 
+from dgbench.domains import Choice, Integer, Real
 from dgbench.problems.base import Problem, Score, builtin
 from dgbench.problems.layers import linear
 
@@ -104,6 +105,9 @@ def cavi(x: Tensor, logits: Tensor, m: Tensor, s2: Tensor, prior_scale: float,
 
 @builtin
 class GMMCAVI(Problem):
+    option_domains = {"dataset": Choice(DATASETS), "points": Integer(1), "clusters": Integer(2), "dim": Integer(1),
+                      "prior_scale": Real(0.0, low_open=True), "data_seed": Integer(0),
+                      "cavi_iterations": Integer(0)}
     id = "gmm-cavi"
     family = "categorical"
     minimize = False

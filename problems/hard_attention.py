@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgbench.domains import Integer, Real
 from dgbench.nodes import get_node
 from dgbench.problems.base import Score, builtin
 from dgbench.problems.data import SPLITS, load_digits_binarized
@@ -82,6 +83,8 @@ def cluttered_canvases(pixels: np.ndarray, grid: int, clutter: int, seed: int) -
 
 
 class HardAttentionBase(MinibatchProblem):
+    option_domains = {"grid": Integer(2), "clutter": Integer(0), "copies": Integer(1), "hidden": Integer(1),
+                      "batch_size": Integer(1), "patch_cost": Real(0.0)}
     minimize = False
     scores = (Score("test_accuracy", "test accuracy (fraction)", higher_is_better=True),
               Score("test_objective", "test objective at hard attention (nats)", higher_is_better=True))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dgbench.domains import Choice, Integer, SubsetOf
 from dgbench.problems.base import Score
+from dgbench.problems.datasets import DATASETS
 from dgbench.problems.latent import logmeanexp
 from dgbench.problems.minibatch import MinibatchProblem
 
@@ -28,6 +30,10 @@ TRAIN_EVAL_EXAMPLES = 10_000
 
 
 class LatentVariableModel(MinibatchProblem):
+    option_domains = {"latents": Integer(1), "categories": Integer(2), "layers": Integer(1),
+                      "batch_size": Integer(1), "bound_samples": Integer(1), "iw_samples": Integer(1),
+                      "eval_examples": Integer(0), "dataset": Choice(DATASETS),
+                      "eval_splits": SubsetOf(("train", "valid", "test", "train_full"))}
     minimize = False
     # Ranked on the held-out ELBO (what the papers' tables report); IWAE-k is shown beside it.
     scores = (Score("test_elbo", "test ELBO (nats per example)", higher_is_better=True),

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dgbench.domains import Integer
 from dgbench.nodes import get_node
 from dgbench.objectives import LogWeightWithInnerLogQ
 from dgbench.problems import latent
@@ -50,6 +51,7 @@ from dgbench.problems.lvm import LatentVariableModel
 
 @builtin
 class SBNTwoLayer(LatentVariableModel):
+    option_domains = {"units": Integer(1)}
     id = "sbn-two-layer"
     test_options = {"dataset": "digits", "units": 3, "batch_size": 3, "iw_samples": 5, "eval_examples": 16}  # small enough for the generic tests
     family = "bernoulli"

@@ -38,6 +38,7 @@ import math
 import torch
 from torch import Tensor
 
+from dgbench.domains import Choice, Integer
 from dgbench.nodes import CATEGORICAL
 from dgbench.problems.base import Problem, Score, builtin
 from dgbench.problems.layers import default_generator, linear
@@ -91,6 +92,8 @@ class GRU(torch.nn.Module):
 
 @builtin
 class SequenceGeneration(Problem):
+    option_domains = {"vocabulary": Integer(2), "length": Integer(1), "hidden": Integer(1),
+                      "reward": Choice(REWARDS), "critic_seed": Integer(0)}
     id = "sequence-generation"
     family = "categorical"
     minimize = False

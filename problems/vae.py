@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from dgbench.domains import Choice, IntegerList
 from dgbench.nodes import get_node
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
@@ -90,6 +91,7 @@ def mlp(widths: list[int], activation: str, generator: torch.Generator) -> nn.Se
 
 
 class DiscreteVAE(LatentVariableModel):
+    option_domains = {"hidden": IntegerList(), "prior": Choice(PRIORS), "kl": Choice(KL_MODES)}
     """One discrete latent layer; subclasses fix the family, data set and defaults."""
 
     family: ClassVar[str] = "bernoulli"

@@ -22,11 +22,8 @@ def toml_value(v):
 
 
 @pytest.mark.slow
+@pytest.mark.mnist
 def test_every_estimator_runs_or_is_skipped_with_a_reason_on_every_problem(tmp_path, monkeypatch):
-    import os
-
-    if not os.environ.get("DGBENCH_DATA_DIR") and not os.environ.get("CI"):
-        pytest.skip("set DGBENCH_DATA_DIR=../shared/data to include the MNIST problems")
     entries = []
     configurations = [(pid, SMALL_OPTIONS[pid]) for pid in PROBLEMS]
     configurations.append(("vae-bernoulli-tiny", {**SMALL_OPTIONS["vae-bernoulli-tiny"], "bound_samples": 2}))

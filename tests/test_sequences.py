@@ -187,6 +187,7 @@ def test_grpo_is_biased_on_sequence_generation_and_rloo_is_not():
         assert (stats.bias_z_max > critical) == biased, (eid, stats.bias_z_max, critical)
 
 
+@pytest.mark.mnist
 def test_darn_vae_runs_on_mnist():
     problem = small_problem("darn-vae", dataset="mnist")
     assert problem.x.shape[-1] == 784 and problem.options()["dataset"] == "mnist"
