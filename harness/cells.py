@@ -32,7 +32,8 @@ from dgbench.harness.suites import Cell
 from dgbench.problems.base import Problem
 from dgbench.problems.registry import PROBLEMS
 
-SCALAR_STATS = ("bias_norm", "bias_z_max", "variance_mean", "variance_total", "mse", "cosine", "snr_mean")
+SCALAR_STATS = ("bias_norm", "bias_z_max", "variance_mean", "variance_total", "mse", "cosine", "snr_mean",
+                "gradient_norm", "bias_along", "se_along", "z_along")
 
 
 def node_estimators(problem: Problem, cls: type[Estimator], hyperparameters: dict[str, Any],

@@ -24,7 +24,8 @@ from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotSta
 from dgbench.harness.references import DIRECTORY as REFERENCES
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.suites import expand, load_suite
-from dgbench.store import DB_NAME, StoreError, stored_last_provenance, stored_suite
+from dgbench.harness.unbiasedness import GATE_SECONDS, gate
+from dgbench.store import DB_NAME, StoreError, json_safe, stored_last_provenance, stored_suite
 
 
 def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, str]:
@@ -43,8 +44,13 @@ def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, st
 
 
 def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, workers: int, device: str,
-            progress: bool, cell_timeout: float | None = None) -> dict[str, Any]:
-    """Run ``spec`` (and any missing built-in cells) on the suite into ``out``; the comparison record."""
+            progress: bool, cell_timeout: float | None = None,
+            unbiasedness_seconds: float = GATE_SECONDS) -> dict[str, Any]:
+    """Run ``spec`` (and any missing built-in cells) on the suite into ``out``; the comparison record.
+
+    An estimator that declares ``unbiased = True`` also goes through the unbiasedness gate
+    (:func:`dgbench.harness.unbiasedness.gate`, within about ``unbiasedness_seconds``),
+    whatever the suite's replica count; the record's ``unbiasedness`` holds its result."""
     cls = resolve_estimator(spec)
     register(cls)
     suite = load_suite(suite_name)
@@ -76,5 +82,7 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
         "reused": reused, "reuse_note": why, "cells_reused": len(before),
         "cells_computed": sum(counts.values()), "counts": counts,
     }
-    (out / "compare.json").write_text(json.dumps(record, indent=2))
+    if cls.unbiased:
+        record["unbiasedness"] = gate(cls, seconds=unbiasedness_seconds).as_dict()
+    (out / "compare.json").write_text(json.dumps(json_safe(record), indent=2))
     return record

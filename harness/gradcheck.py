@@ -4,6 +4,7 @@ neither exists, a many-sample unbiased reference with its standard error."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from dgbench.harness.gradstats import GradientStatistics, gradient_statistics
 from dgbench.harness.options import OptionError, coerce
 from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import MAX_REPLICAS, incompatibility
+from dgbench.harness.unbiasedness import ALPHA, verdict_of
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import get as get_problem
 
@@ -39,6 +41,15 @@ class GradcheckResult(GradientStatistics):
     reference_standard_error: float = 0.0
     evals_per_estimate: int = 0
     seconds_per_estimate: float = 0.0
+    # The verdict on the estimator's declared claim (dgbench.harness.unbiasedness): "refuted" /
+    # "not refuted" / "no power" for an estimator declared unbiased, "bias detected" / "bias not
+    # detected" for one declared biased; the relative bias along g detectable with 90% power.
+    declared_unbiased: bool = False
+    verdict: str = ""
+    verdict_text: str = ""
+    refuted: bool = False
+    minimum_detectable_bias: float = math.nan
+    alpha: float = ALPHA
 
 
 def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int = 0,
@@ -98,7 +109,10 @@ def gradcheck(problem: str, estimator: str, *, replicas: int = 10000, seed: int 
                                              reference_se)
     except NotApplicable as err:
         raise UsageError(str(err)) from None
+    verdict = verdict_of(stats, estimator_cls.unbiased)
     return GradcheckResult(
+        declared_unbiased=estimator_cls.unbiased, verdict=verdict.verdict, verdict_text=verdict.text(),
+        refuted=verdict.refuted, minimum_detectable_bias=verdict.minimum_detectable_bias, alpha=verdict.alpha,
         **stats.as_dict(), problem=problem, estimator=estimator_cls.id, seed=seed, options=instance.options(),
         hyperparameters=next(iter(estimators.values())).hyperparameters(), device=str(torch_device), dtype=dtype,
         exact_source=source, reference_standard_error=float(reference_se.norm()),

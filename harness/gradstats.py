@@ -132,6 +132,13 @@ class GradientStatistics:
     cosine: float
     cosine_single_mean: float
     snr_mean: float
+    # Along the exact gradient's direction u = g / |g|: the bias of the projections
+    # s_r = estimate_r . u (mean s - |g|), its standard error (the reference's along u
+    # combined in quadrature when it is sampled) and their ratio; NaN where g = 0.
+    gradient_norm: float = math.nan
+    bias_along: float = math.nan
+    se_along: float = math.nan
+    z_along: float = math.nan
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -157,6 +164,10 @@ class RunningStatistics:
         self.cosine_sum = 0.0
         self.cosine_count = 0
         self.eps = 0.0
+        norm = self.exact.norm()
+        self.direction = self.exact / norm if norm > 0 else None
+        self.along_mean = 0.0
+        self.along_m2 = 0.0
 
     def add(self, estimates: Tensor) -> None:
         if estimates.dtype.is_floating_point:
@@ -171,6 +182,12 @@ class RunningStatistics:
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        if self.direction is not None:
+            along = x @ self.direction
+            along_mean = float(along.mean())
+            along_delta = along_mean - self.along_mean
+            self.along_mean += along_delta * (n / total)
+            self.along_m2 += float(((along - along_mean) ** 2).sum()) + along_delta**2 * (self.count * n / total)
         self.count = total
         self.squared_error += float(((x - self.exact) ** 2).sum())
         norms = x.norm(dim=1) * self.exact.norm()
@@ -211,6 +228,18 @@ def summarise_running(running: RunningStatistics, exact: Tensor,
     z = bias.abs() / torch.maximum(combined, roundoff).clamp_min(torch.finfo(torch.float64).tiny)
     std = variance.sqrt()
     snr = torch.where(std > 0, mean.abs() / std, torch.full_like(std, math.inf))
+    along = {}
+    if running.direction is not None:
+        u = running.direction
+        se_along = math.sqrt(running.along_m2 / (r - 1) / r)
+        if reference_se is not None:  # the reference's error along u, its coordinates independent
+            ref = reference_se.detach().to(torch.float64).reshape(-1)
+            se_along = math.sqrt(se_along**2 + float((ref**2 * u**2).sum()))
+        norm = float(exact.norm())
+        bias_along = running.along_mean - norm
+        floor = ROUNDOFF_ULPS * eps * norm  # round-off, as for the coordinates
+        along = {"gradient_norm": norm, "bias_along": bias_along, "se_along": se_along,
+                 "z_along": bias_along / max(se_along, floor, torch.finfo(torch.float64).tiny)}
     return GradientStatistics(
         replicas=r,
         exact_gradient=exact.tolist(),
@@ -225,6 +254,7 @@ def summarise_running(running: RunningStatistics, exact: Tensor,
         cosine=_cosine(mean, exact),
         cosine_single_mean=running.cosine_sum / running.cosine_count if running.cosine_count else math.nan,
         snr_mean=float(snr.mean()),
+        **along,
     )
 
 

@@ -102,6 +102,9 @@ class Problem(torch.nn.Module):
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
     option_domains: ClassVar[dict[str, Domain]] = {}  # see dgbench.domains
+    # Options of a small configuration with an exact gradient on which `dgbench compare` and
+    # `gradcheck`'s gate test an estimator's declared unbiasedness (None: not used for it).
+    unbiasedness_gate: ClassVar[dict[str, Any] | None] = None
     test_options: ClassVar[dict[str, Any]] = {}  # options that make it small for the generic tests
 
     @classmethod

@@ -26,6 +26,7 @@ from dgbench.problems.base import Problem, builtin
 @builtin
 class BernoulliToy(Problem):
     id = "bernoulli-toy"
+    unbiasedness_gate = {"dim": 3, "target": 0.45}
     option_domains = {"dim": Integer(1), "target": Real(), "init": Real()}
     test_options = {"dim": 3}  # small enough for the generic tests
     family = "bernoulli"

@@ -40,6 +40,7 @@ def _vector(spec: str | None, k: int, default: list[float], name: str) -> list[f
 @builtin
 class CategoricalToy(Problem):
     id = "categorical-toy"
+    unbiasedness_gate = {"dim": 2, "categories": 3}
     option_domains = {"dim": Integer(1), "categories": Integer(2), "target": RealList(allow_none=True),
                       "init": RealList(allow_none=True)}
     test_options = {"dim": 2, "categories": 3}  # small enough for the generic tests

@@ -25,6 +25,7 @@ from dgbench.problems.base import Problem, Score, builtin
 @builtin
 class GaussianToy(Problem):
     id = "gaussian-toy"
+    unbiasedness_gate = {"dim": 2}
     option_domains = {"dim": Integer(1), "target": Real(), "init_mean": Real(), "init_log_scale": Real()}
     family = "gaussian"
     minimize = True

@@ -145,11 +145,38 @@ def compare_estimator(results: Results, long: pd.DataFrame, board_map: dict[str,
     return Comparison(record, pd.DataFrame(rows))
 
 
+def gate_html(gate: dict | None) -> str:
+    """The unbiasedness gate's verdict and its tests (what each could have detected)."""
+    if not gate:
+        return ""
+    css = "biased" if gate["refuted"] else "note"
+    rows = pd.DataFrame([{
+        "problem": f"{t['problem']} {t['options']}",
+        "point": "initial" if t["point"] == 0 else f"perturbed {t['point']}",
+        "replicas": t["replicas"],
+        "verdict": t["verdict"]["verdict"],
+        "relative bias along g": t["verdict"]["relative_bias_along"],
+        "z along g": t["verdict"]["z_along"],
+        "|z| critical": t["verdict"]["critical_along"],
+        "min. detectable bias (% of |g|)": 100 * t["verdict"]["minimum_detectable_bias"],
+    } for t in gate["tests"]])
+    skipped = "".join(f"<li>{html.escape(line)}</li>" for line in gate.get("skipped", []))
+    return "".join([
+        f"<p class='{css}'><b>Unbiasedness gate</b>: {html.escape(gate['summary'])}. Replicas are chosen from a "
+        f"pilot so that a relative bias of {100 * gate['relative_bias']:g}% along the exact gradient is detected "
+        f"with {gate['power']:.0%} power; the level is split evenly over the tests (Bonferroni)"
+        + (" — <b>refuted: dgbench compare exits with status 1</b>" if gate["refuted"] else "") + ".</p>",
+        table_html(rows, text_columns=("problem", "point", "verdict")) if not rows.empty else "",
+        f"<ul class='note'>{skipped}</ul>" if skipped else "",
+    ])
+
+
 def comparison_html(comparison: Comparison) -> str:
     record, table = comparison.record, comparison.table
     failing = "unbiasedness check" in table and table["unbiasedness check"].str.startswith("FAILED").any()
     verdict = ("<p class='biased'><b>It declares unbiased = True and fails the unbiasedness check</b> "
                "(dgbench compare exits with status 1).</p>" if failing else "")
+    verdict += gate_html(record.get("unbiasedness"))
     return "".join([
         f"<h2>Comparison: {html.escape(record['estimator'])}</h2>",
         f"<p class='note'>{html.escape(record['spec'])} on suite {html.escape(record['suite'])}: "

@@ -150,9 +150,12 @@ def boards(results: Results) -> dict[str, Board]:
 
 def _variance_boards(results: Results, board: Board, g: pd.DataFrame) -> None:
     for estimator, rows in g.groupby("estimator"):
-        verdict = bias_verdict(rows.get("bias_z_max", pd.Series(dtype=float)).to_numpy(float),
-                               rows.get("coordinates", pd.Series(1.0, index=rows.index)).to_numpy(float),
-                               rows.get("reference_is_exact", pd.Series(0.0, index=rows.index)).to_numpy(float))
+        def column(name: str, default: float = math.nan, rows: pd.DataFrame = rows) -> np.ndarray:
+            return rows.get(name, pd.Series(default, index=rows.index)).to_numpy(float)
+
+        verdict = bias_verdict(column("bias_z_max"), column("coordinates", 1.0), column("reference_is_exact", 0.0),
+                               z_along=column("z_along"), se_along=column("se_along"),
+                               gradient_norm=column("gradient_norm"))
         if verdict is not None:
             board.bias[str(estimator)] = verdict
     ranked = [e for e in g["estimator"].unique() if not is_reference(results, e)]

@@ -22,7 +22,14 @@ gradient's ``c`` coordinates of ``|mean - reference| / se``, where ``se`` combin
 estimate's standard error with the reference's when the reference is sampled. Over the
 ``n`` seeds of a configuration the ``c * n`` z-scores are tested two-sided at family-wise
 level ``ALPHA_BIAS`` = 1e-3 with a Bonferroni correction: the estimator is *biased* when
-the largest exceeds ``Phi^-1(1 - ALPHA_BIAS / (2 c n))``, else *bias not detected*.
+the largest exceeds ``Phi^-1(1 - ALPHA_BIAS / (2 c n))``, else *bias not detected*. Cells
+that also store the test along the exact gradient (``z_along``: the projections of the
+estimates onto g / |g| against |g|; :mod:`dgbench.harness.unbiasedness`) split the level:
+``ALPHA_BIAS / 2`` for the ``n`` along-g tests and ``ALPHA_BIAS / 2`` for the ``c * n``
+coordinates. Every "not detected" states its minimum detectable bias: the relative bias
+along g that the most sensitive cell detects with 90% power. These verdicts hold at the
+initial parameters, where the cells measure; ``dgbench compare`` adds a gate at several
+parameter points.
 """
 
 from __future__ import annotations
@@ -126,23 +133,55 @@ class BiasVerdict:
     critical: float
     cells: int
     reference: str  # "exact" or "sampled"
+    z_along: float = math.nan  # the largest |z| of the test along the exact gradient
+    critical_along: float = math.nan
+    detectable: float = math.nan  # the relative bias along g detected with 90% power (a fraction of |g|)
 
     def text(self) -> str:
-        """Two lines: the verdict, then the largest |z| against the critical value."""
+        """Two lines: the verdict with where it was measured, then the tests and what they
+        could have detected."""
         ref = " (sampled reference)" if self.reference == "sampled" else ""
-        relation = ">" if self.verdict == "biased" else "≤"
-        return f"{self.verdict}\nmax |z| {self.z_max:.3g} {relation} {self.critical:.3g}{ref}"
+        relation = ">" if self.z_max > self.critical else "≤"
+        details = f"max |z| {self.z_max:.3g} {relation} {self.critical:.3g}{ref}"
+        if math.isfinite(self.z_along):
+            details += f"; along g |z| {self.z_along:.3g} {'>' if self.z_along > self.critical_along else '≤'} " \
+                       f"{self.critical_along:.3g}"
+        if self.verdict != "biased" and math.isfinite(self.detectable):
+            details += f"; min. detectable bias {100 * self.detectable:.2g}% of |g|"
+        return f"{self.verdict} (at the initial parameters)\n{details}"
 
 
 def bias_verdict(z_max: np.ndarray, coordinates: np.ndarray, reference_is_exact: np.ndarray,
-                 alpha: float = ALPHA_BIAS) -> BiasVerdict | None:
-    """The verdict over one configuration's gradient-statistics cells (one per seed)."""
+                 alpha: float = ALPHA_BIAS, z_along: np.ndarray | None = None, se_along: np.ndarray | None = None,
+                 gradient_norm: np.ndarray | None = None, power: float = 0.9) -> BiasVerdict | None:
+    """The verdict over one configuration's gradient-statistics cells (one per seed).
+
+    With the test along the exact gradient recorded (``z_along``, ``se_along``,
+    ``gradient_norm``), the level is split: half for the along-g tests, half for the
+    per-coordinate maxima, each Bonferroni-corrected over the cells; the minimum
+    detectable bias is the smallest over the cells of ``(z_crit + z_power) se_along / |g|``.
+    """
     z_max = np.asarray(z_max, dtype=float)
     keep = np.isfinite(z_max)
     if not keep.any():
         return None
     z, coords = z_max[keep], np.asarray(coordinates, dtype=float)[keep]
-    critical = bias_critical_value(float(np.nanmax(coords)), int(keep.sum()), alpha)
+    cells = int(keep.sum())
     exact = bool(np.all(np.asarray(reference_is_exact, dtype=float)[keep] == 1.0))
+    along = np.asarray(z_along, dtype=float)[keep] if z_along is not None else np.full(cells, np.nan)
+    if np.isfinite(along).any():
+        critical = bias_critical_value(float(np.nanmax(coords)), cells, alpha / 2)
+        critical_along = bias_critical_value(1.0, cells, alpha / 2)
+        worst_along = float(np.nanmax(np.abs(along)))
+        se = np.asarray(se_along, dtype=float)[keep]
+        norms = np.asarray(gradient_norm, dtype=float)[keep]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            detectable = (critical_along + float(norm.ppf(power))) * se / norms
+        detectable = detectable[np.isfinite(detectable) & (norms > 0)]
+        biased = float(z.max()) > critical or worst_along > critical_along
+        return BiasVerdict("biased" if biased else "not detected", float(z.max()), critical, cells,
+                           "exact" if exact else "sampled", worst_along, critical_along,
+                           float(detectable.min()) if detectable.size else math.nan)
+    critical = bias_critical_value(float(np.nanmax(coords)), cells, alpha)
     verdict = "biased" if float(z.max()) > critical else "not detected"
-    return BiasVerdict(verdict, float(z.max()), critical, int(keep.sum()), "exact" if exact else "sampled")
+    return BiasVerdict(verdict, float(z.max()), critical, cells, "exact" if exact else "sampled")
