@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dgbench.reports.banner import banner
 from dgbench.reports.comparison import Comparison, compare_estimator, comparison_html
 from dgbench.reports.figures import all_figures
 from dgbench.reports.leaderboard import boards, overall
@@ -29,8 +30,9 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
     ranking = overall(board_map)
     tables = config_tables(results, long, board_map)
     title = f"dgbench report: suite {results.suite.get('name', '?')} ({Path(directory).name})"
-    written = write_tables(numeric_table(results, long, board_map), summary_markdown(title, board_map, ranking, tables, bool(results.estimators)),
-                           out, formats, tables)
+    first_screen = banner(results, board_map, results.suite.get("name", "SUITE"), str(directory))
+    markdown = summary_markdown(title, board_map, ranking, tables, bool(results.estimators), first_screen.markdown())
+    written = write_tables(numeric_table(results, long, board_map), markdown, out, formats, tables)
     comparison: Comparison | None = None
     record_path = Path(directory) / "compare.json"
     if record_path.is_file():  # a `dgbench compare` directory: the new estimator comes first
@@ -43,6 +45,7 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
         figures = all_figures(results, long, board_map, out / "figures", ranking)
         page = out / "index.html"
         page.write_text(index_html(results, board_map, ranking, tables, not_run(results), figures, title,
-                                   comparison_html(comparison) if comparison else None), encoding="utf-8")
+                                   comparison_html(comparison) if comparison else None, first_screen.html()),
+                        encoding="utf-8")
         written += [page] + [p for paths in figures.values() for p in paths]
     return written

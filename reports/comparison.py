@@ -104,6 +104,8 @@ def compare_estimator(results: Results, long: pd.DataFrame, board_map: dict[str,
         row: dict = {"config": config}
         standing = board.by_score.get(estimator) if board else None
         row["rank"] = f"{standing.rank} of {len(board.by_score)}" if standing else ""
+        if board and estimator in board.over_budget:
+            row["rank"] = board.budget_note(estimator) + ": not ranked with the estimators within it"
         row["vs best"] = standing.mark if standing else ""
         peers, zero = _peers(results, long, config, estimator)
         if board and board.score and standing:

@@ -6,7 +6,9 @@ tie test of :mod:`dgbench.reports.significance`:
 * **score**: the problem's declared true score (``scores`` in the problem contract, from
   the results' catalog): held-out ELBO for the latent-variable models, test accuracy for
   hard attention, the exact objective at hard samples for the toys. Never the training
-  objective, which for relaxed estimators is their own surrogate.
+  objective, which for relaxed estimators is their own surrogate. Estimators that spent
+  more f-evaluations than the suite's budget are marked "over budget" and ranked only
+  among themselves, never among those within the budget.
 * **variance**: mean per-coordinate gradient variance at the initial parameters, at the
   suite's f-evaluation budget (estimators whose cost differs are named, not ranked).
 * **work-normalised variance**: variance x seconds per estimate, the variance a fixed
@@ -22,6 +24,7 @@ never ranked; their score is shown as a reference line.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +70,17 @@ class Board:
     biased: list[str] = field(default_factory=list)  # declared biased, or bias detected: not on variance boards
     bias: dict[str, BiasVerdict] = field(default_factory=dict)
     seeds: int = 0
+    # The suite's f-evaluation budget per estimate here, and the estimators that spent more
+    # (their median evaluations per estimate or step): ranked among themselves only.
+    eval_budget: float = math.nan
+    over_budget: dict[str, float] = field(default_factory=dict)
+    over_budget_by_score: dict[str, Standing] = field(default_factory=dict)
+
+    def budget_note(self, estimator: str) -> str:
+        """``over budget (32 > 4 f-evals)``, or empty within the budget."""
+        if estimator not in self.over_budget:
+            return ""
+        return f"over budget ({self.over_budget[estimator]:g} > {self.eval_budget:g} f-evals)"
 
 
 def is_reference(results: Results, estimator: str) -> bool:
@@ -125,8 +139,52 @@ def _matrix(frame: pd.DataFrame, column: str, estimators: list[str] | None = Non
     return table.replace([np.inf, -np.inf], np.nan)
 
 
+def suite_budget(results: Results) -> dict[str, int]:
+    """The suite's ``[budget]`` table ({} when it cannot be read)."""
+    try:
+        budget = tomllib.loads(results.suite.get("source", "")).get("budget", {})
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {k: v for k, v in budget.items() if k in ("samples", "evals") and isinstance(v, int)}
+
+
+def _respects_budget(results: Results, estimator: str) -> bool:
+    """Whether the estimator's sample count is set by the budget (not by the node's size,
+    nor by a problem's bound, nor an oracle's)."""
+    info = results.estimators.get(estimator, {})
+    return (info.get("evals_per_sample") is not None and not info.get("evals_scale_with_event")
+            and not info.get("multi_sample_bound") and info.get("group") != "reference")
+
+
+def _evaluations(train: pd.DataFrame, grads: pd.DataFrame) -> pd.Series:
+    """Median f-evaluations per estimate of each estimator (per step where no gradient
+    statistics were measured)."""
+    parts = [frame.groupby("estimator")[column].median() for frame, column in
+             ((grads, "evals_per_estimate"), (train, "evals_per_step")) if column in frame and not frame.empty]
+    if not parts:
+        return pd.Series(dtype=float)
+    return pd.concat(parts, axis=1).max(axis=1).dropna()
+
+
+def _over_budget(results: Results, board: Board, evals: pd.Series) -> None:
+    """Mark the estimators that spent more f-evaluations than the suite's budget: with
+    ``evals = B``, more than B; with ``samples = N``, more than the most any estimator whose
+    sample count the budget sets spends here."""
+    budget = suite_budget(results)
+    if "evals" in budget:
+        board.eval_budget = float(budget["evals"])
+    elif "samples" in budget:
+        respecting = [float(v) for e, v in evals.items() if _respects_budget(results, e)]
+        board.eval_budget = max(respecting) if respecting else math.nan
+    if math.isfinite(board.eval_budget):
+        board.over_budget = {str(e): float(v) for e, v in evals.items()
+                             if v > board.eval_budget and not is_reference(results, e)}
+
+
 def boards(results: Results) -> dict[str, Board]:
-    """One :class:`Board` per configuration that has any finished cell."""
+    """One :class:`Board` per configuration that has any finished cell. An estimator over
+    the suite's f-evaluation budget is never ranked among those within it: it gets a
+    separate ranking (``over_budget_by_score``)."""
     train, grads = per_seed(results, "train"), per_seed(results, "gradstats")
     configs = sorted(set(train["config"]) | set(grads["config"]))
     problem_of = dict(zip(results.cells["config"], results.cells["problem"]))
@@ -135,11 +193,14 @@ def boards(results: Results) -> dict[str, Board]:
         specs = score_specs(results, problem_of[config])
         board = Board(config, specs[0] if specs else None)
         t = train[train["config"] == config]
+        _over_budget(results, board, _evaluations(t, grads[grads["config"] == config]))
         if board.score is not None and board.score.column in t:
             values = _matrix(t, board.score.column)
             refs = [e for e in values.columns if is_reference(results, e)]
             board.references = {e: float(values[e].mean()) for e in refs if values[e].notna().any()}
-            board.by_score = standings(values.drop(columns=refs), board.score.higher_is_better)
+            over = [e for e in values.columns if e in board.over_budget]
+            board.by_score = standings(values.drop(columns=refs + over), board.score.higher_is_better)
+            board.over_budget_by_score = standings(values[over], board.score.higher_is_better) if over else {}
             board.seeds = int(values.notna().sum().max()) if not values.empty else 0
         g = grads[grads["config"] == config]
         if not g.empty:

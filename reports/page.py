@@ -34,6 +34,10 @@ table.board td, table.board th { text-align: left; }
 table.board td.config { font-weight: 600; white-space: nowrap; }
 .best { font-weight: 700; }
 .tied { color: #333; }
+.over { color: #a15c00; }
+.banner { border-left: 4px solid #4a7ab5; background: #f3f7fc; padding: 0.2em 1em; margin: 0.5em 0 1em; }
+.banner.warn { border-left-color: #c77c00; background: #fdf6ea; }
+.banner ul { margin: 0.4em 0; padding-left: 1.2em; }
 .muted { color: #777; font-size: 11px; }
 .biased { color: #b00; }
 .scroll { overflow-x: auto; }
@@ -177,6 +181,20 @@ def _log10(value: float) -> str:
     return f"10<sup>{value:.2f}</sup>" if math.isfinite(value) else ""
 
 
+def _over_budget_html(board: Board) -> str:
+    """The estimators over the f-evaluation budget, with their counts and scores: shown,
+    never ranked among those within the budget."""
+    if not board.over_budget:
+        return ""
+    ordered = sorted(board.over_budget, key=lambda e: board.over_budget_by_score[e].rank
+                     if e in board.over_budget_by_score else math.inf)
+    names = ", ".join(f"{html.escape(e)} ({board.over_budget[e]:g} evals"
+                      + (f", {_fmt(board.over_budget_by_score[e].mean)}" if e in board.over_budget_by_score else "")
+                      + ")" for e in ordered)
+    return (f"<br><span class='over'>over budget ({board.eval_budget:g} f-evals), not ranked with the others: "
+            f"{names}</span>")
+
+
 def leaderboard_html(board_map: dict[str, Board]) -> str:
     rows = ["<table class='board'><thead><tr><th>problem configuration</th><th>true score</th>"
             "<th>best by score (≈ tied with best)</th><th>lowest gradient variance at equal f-evaluations</th>"
@@ -200,7 +218,8 @@ def leaderboard_html(board_map: dict[str, Board]) -> str:
             variance += "<br><span class='muted'>" + "; ".join(notes) + "</span>"
         work = _names(board.by_work, _log10) if board.by_work else "<span class='muted'>—</span>"
         rows.append(f"<tr><td class='config'>{html.escape(config)}</td><td>{score}</td>"
-                    f"<td>{_names(board.by_score, _fmt)}{refs}</td><td>{variance}</td><td>{work}</td></tr>")
+                    f"<td>{_names(board.by_score, _fmt)}{refs}{_over_budget_html(board)}</td><td>{variance}</td>"
+                    f"<td>{work}</td></tr>")
     rows.append("</tbody></table>")
     return "".join(rows)
 
@@ -237,7 +256,8 @@ def _cell_html(text: str) -> str:
 
 def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFrame,
                tables: dict[str, pd.DataFrame], not_run: dict[str, dict[str, list[str]]],
-               figures: dict[str, list[Path]], title: str, comparison: str | None = None) -> str:
+               figures: dict[str, list[Path]], title: str, comparison: str | None = None,
+               banner: str = "") -> str:
     provenance = results.provenance()
     problems = results.cells[results.cells["status"].isin(["failed", "diverged", "skipped"])]
     issues = (problems.groupby(["status", "config", "estimator", "reason"], dropna=False).size()
@@ -256,7 +276,7 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
         parts.append(f"<p class='biased'>{html.escape(NO_CATALOG)}</p>")
     if comparison is not None:
         parts.append(comparison)
-    parts += ["<h2 id='leaderboard'>Leaderboard</h2>", leaderboard_html(board_map),
+    parts += ["<h2 id='leaderboard'>Leaderboard</h2>", banner, leaderboard_html(board_map),
               f"<p class='note'>{method_text(seeds)}</p>"]
     if not overall.empty:
         parts += ["<h2>Overall: mean rank by true score</h2>",
@@ -293,7 +313,7 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
 
 
 def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFrame,
-                     tables: dict[str, pd.DataFrame], catalog: bool = True) -> str:
+                     tables: dict[str, pd.DataFrame], catalog: bool = True, banner: str = "") -> str:
     """summary.md: the leaderboard, the overall ranking and the detailed tables as Markdown."""
     seeds = max((b.seeds for b in board_map.values()), default=0)
 
@@ -308,12 +328,15 @@ def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFr
     rows = [{"configuration": config,
              "true score": f"{b.score.label}, {b.score.direction}" if b.score else "",
              "best by score (≈ tied)": names(b.by_score),
+             "over budget, not ranked": ", ".join(f"{e} ({n:g} > {b.eval_budget:g} evals)"
+                                                  for e, n in sorted(b.over_budget.items())),
              "lowest variance at equal evals": names(b.by_variance),
              "lowest variance × time": names(b.by_work)} for config, b in board_map.items()]
     plain = method_text(seeds).replace("<b>", "**").replace("</b>", "**").replace("<i>", "*").replace("</i>", "*")
     plain = plain.replace("<code>", "`").replace("</code>", "`")
     parts = [f"# {title}", ""] + ([] if catalog else [f"**Note:** {NO_CATALOG}", ""])
-    parts += ["## Leaderboard", "", markdown_table(pd.DataFrame(rows)), "", plain, ""]
+    parts += ["## Leaderboard", ""] + ([banner, ""] if banner else []) + [markdown_table(pd.DataFrame(rows)), "",
+                                                                         plain, ""]
     if not overall.empty:
         parts += ["## Overall: mean rank by true score", "",
                   "Sorted by mean relative rank; estimators run on fewer than a quarter as many configurations as the "

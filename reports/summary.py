@@ -125,7 +125,8 @@ def numeric_table(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
         for stat in ("mean", "ci_low", "ci_high"):
             numeric[f"{column} {stat}"] = sub[stat]
     extra = {name: [] for name in ("group", "declared unbiased", "score metric", "score rank", "score mark",
-                                   "bias verdict", "variance rank", "variance mark", "work rank", "work mark")}
+                                   "budget", "bias verdict", "variance rank", "variance mark", "work rank",
+                                   "work mark")}
     for config, estimator in counts.index:
         board = board_map.get(config)
         standing = board.by_score.get(estimator) if board else None
@@ -135,8 +136,11 @@ def numeric_table(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
         extra["group"].append(group_of(results, estimator))
         extra["declared unbiased"].append(declared_unbiased(results, estimator))
         extra["score metric"].append(board.score.metric if board and board.score else None)
+        over = board.budget_note(estimator) if board else ""
         extra["score rank"].append(standing.rank if standing else None)
-        extra["score mark"].append(standing.mark if standing else None)
+        extra["score mark"].append(standing.mark if standing else ("over budget" if over else None))
+        extra["budget"].append("reference" if is_reference(results, estimator) else
+                               over or ("within budget" if board and math.isfinite(board.eval_budget) else None))
         extra["bias verdict"].append(verdict.verdict if verdict else None)
         extra["variance rank"].append(var.rank if var else None)
         extra["variance mark"].append(var.mark if var else None)
@@ -180,6 +184,8 @@ def config_tables(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
                 standing = board.by_score.get(estimator)
                 if standing:
                     row["rank"] = str(standing.rank)
+                elif estimator in board.over_budget:
+                    row["rank"] = board.budget_note(estimator)
                 for spec in specs:
                     label = spec.label + (" ↑" if spec.higher_is_better else " ↓")
                     row[label] = format_cell(*score_values.get((spec.column, estimator), (math.nan,) * 3))
