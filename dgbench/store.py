@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -34,6 +33,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
+
+from dgbench.strict_json import json_safe
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS suite (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -344,17 +345,6 @@ class ResultStore:
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status"))
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None, recursively, so that it is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _real(value: Any) -> float | None:

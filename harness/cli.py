@@ -38,7 +38,7 @@ from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
 from dgbench.harness.run import check_counts, check_seconds, plan_line, run, summary_line
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import PROBLEMS
-from dgbench.store import json_safe
+from dgbench.strict_json import json_safe
 
 
 def cmd_list(args: argparse.Namespace) -> int:

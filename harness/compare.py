@@ -25,7 +25,8 @@ from dgbench.harness.references import DIRECTORY as REFERENCES
 from dgbench.harness.run import check_data, open_results
 from dgbench.harness.suites import expand, load_suite
 from dgbench.harness.unbiasedness import GATE_SECONDS, gate
-from dgbench.store import DB_NAME, StoreError, json_safe, stored_last_provenance, stored_suite
+from dgbench.store import DB_NAME, StoreError, stored_last_provenance, stored_suite
+from dgbench.strict_json import json_safe
 
 
 def _reference_status(reference: Path, name: str, digest: str) -> tuple[bool, str]:

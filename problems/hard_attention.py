@@ -17,7 +17,14 @@ objective, maximised, is
     f(z) = log p(y | h(z)) - cost * sum_i z_i,
 
 the classifier's log-likelihood of the label minus ``patch_cost`` nats per kept patch: the
-best policy keeps exactly the digit's cell.
+best policy keeps exactly the digit's cell. The default cost, 0.01 nats, is small enough
+that a deterministic gradient does not shut every cell before the classifier has learned
+anything: at 0.05 the exact gradient (and straight-through) drove every keep probability
+to 0 within 50 Adam steps at lr 1e-2, 1e-3 and 1e-4 (an empty mask, test accuracy at
+chance, 0.08-0.12, with saturated logits that no gradient revives), while REINFORCE's
+noisy gradient kept exploring (0.82). At 0.01 the exact gradient finds the one-cell policy
+(9 cells, 12% kept, 99% of the digit's ink seen, test accuracy 0.90-0.92 after 400 steps
+at lr 1e-2 on two of three seeds; 0.77 on the third, a local optimum).
 
 ``hard-attention-categorical``: the attention network picks one cell,
 ``z ~ Categorical(softmax(a(x)))`` (``K = grid^2`` classes), and the classifier sees that
@@ -180,7 +187,7 @@ class HardAttention(HardAttentionBase):
     family = "bernoulli"
     description = "Bernoulli mask over the cells of a cluttered-digit canvas; the classifier sees the kept cells"
 
-    def __init__(self, *, grid: int = 3, patch_cost: float = 0.05, clutter: int = 4, copies: int = 4,
+    def __init__(self, *, grid: int = 3, patch_cost: float = 0.01, clutter: int = 4, copies: int = 4,
                  hidden: int = 64, batch_size: int = 32, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                  generator: torch.Generator | None = None) -> None:
         super().__init__()

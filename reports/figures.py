@@ -1,14 +1,17 @@
 """Figures of a results directory (matplotlib, PNG and SVG).
 
-Estimators are coloured by group (score function, multi-sample, control variates,
-antithetic/coupled, relaxed/straight-through), with a distinct line style and marker
-inside a group, the same in every figure; references are drawn in black. Curves are
-held-out evaluation scores at their checkpoints (never raw minibatch objectives), mean
-over seeds with a 95% band. One panel per problem configuration.
+Readable with many estimators: a panel draws at most ``HIGHLIGHT`` estimators in colour
+(its leaders: best by score, or lowest variance), each in its own colour from a qualitative
+palette with a per-panel legend that numbers them by rank; the others are thin grey lines,
+counted in the legend; references are black. Curves are held-out evaluation scores at their
+checkpoints (never raw minibatch objectives), mean over seeds with a 95% band for the
+leaders. A log axis is used only where the data span more than a decade. PNGs are
+palette-quantised (the HTML page embeds them). One panel per problem configuration.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -19,11 +22,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from dgbench.reports.leaderboard import ZERO_VARIANCE, Board, group_of  # noqa: E402
 from dgbench.reports.results import Results  # noqa: E402
 
 PANEL = (4.4, 3.3)
+HIGHLIGHT = 8  # coloured lines per panel; the rest are grey
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+GREY = "#c4c4c4"
 GROUP_COLOURS = {
     "score function": "#1f77b4", "multi-sample": "#17becf", "control variates": "#2ca02c",
     "antithetic / coupled": "#9467bd", "relaxed / straight-through": "#d62728", "other": "#ff7f0e",
@@ -53,31 +60,6 @@ class Style:
             self.style[e] = {"color": tuple(shade), "linestyle": LINESTYLES[i % len(LINESTYLES)],
                              "marker": MARKERS[i % len(MARKERS)]}
 
-    def line(self, estimator: str) -> dict:
-        """Line keywords; a marker at every checkpoint tells apart members that share a style."""
-        s = self.style[estimator]
-        return {"color": s["color"], "linestyle": s["linestyle"], "marker": s["marker"], "markersize": 3,
-                "lw": 1.4 if self.group[estimator] != "reference" else 1.0}
-
-    def legend(self, fig: plt.Figure, used: set[str]) -> float:
-        """A legend under the panels, grouped; returns the height fraction it needs."""
-        handles = []
-        for e in self.order:
-            if e not in used:
-                continue
-            s = self.style[e]
-            handles.append(plt.Line2D([], [], color=s["color"], linestyle=s["linestyle"], lw=1.8,
-                                      marker=s["marker"], markersize=4,
-                                      label=f"{e} ({self.group[e]})"))
-        if not handles:
-            return 0.02
-        ncol = 4
-        rows = math.ceil(len(handles) / ncol)
-        height = (0.24 * rows + 0.15) / fig.get_figheight()
-        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7.5, frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
-        return height
-
 
 def _grid(n: int, cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(cols, max(1, n))
@@ -90,27 +72,61 @@ def _grid(n: int, cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def _log(ax: plt.Axes, which: str) -> None:
-    """Log scale on ``which`` ("x", "y" or "xy"), called once the data are drawn: labels at
-    1, 2 and 5 times a power of ten on short ranges (so that they still carry numbers), at
-    most 8 decades otherwise; no minor labels."""
+    """Log scale on ``which`` ("x", "y" or "xy"), called once the data are drawn, where the
+    data span at least a decade (below that a log axis has no readable ticks: the axis stays
+    linear); labels at 1, 2 and 5 times a power of ten on short ranges, at most 8 decades
+    otherwise; no minor labels."""
     for name in which:
         axis = ax.xaxis if name == "x" else ax.yaxis
+        limits = ax.dataLim
+        low, high = (limits.x0, limits.x1) if name == "x" else (limits.y0, limits.y1)
+        if not (low > 0 and high >= 10 * low):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            continue
         (ax.set_xscale if name == "x" else ax.set_yscale)("log")
-        low, high = ax.get_xlim() if name == "x" else ax.get_ylim()
-        decades = math.log10(high / low) if low > 0 and high > low else 1.0
+        lo, hi = ax.get_xlim() if name == "x" else ax.get_ylim()
+        decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
         subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
         axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         axis.set_minor_formatter(NullFormatter())
 
 
-def _save(fig: plt.Figure, out: Path, name: str, legend_height: float = 0.0) -> list[Path]:
-    fig.tight_layout(rect=(0, legend_height, 1, 1))
-    paths = [out / f"{name}.png", out / f"{name}.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=100)
+def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    fig.tight_layout()
+    png, svg = out / f"{name}.png", out / f"{name}.svg"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    # A 256-colour palette: line art loses nothing visible, the page embedding it a third.
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(png, optimize=True)
+    fig.savefig(svg)
     plt.close(fig)
-    return paths
+    return [png, svg]
+
+
+def _leaders(order: list[str], limit: int = HIGHLIGHT) -> tuple[list[str], list[str]]:
+    """The first ``limit`` of ``order`` (drawn in colour) and the rest (grey)."""
+    return order[:limit], order[limit:]
+
+
+def _draw_lines(ax: plt.Axes, curves: dict[str, pd.DataFrame], order: list[str], references: set[str],
+                band: bool = True) -> None:
+    """Leaders in colour with a numbered legend, the rest grey, references black."""
+    leaders, rest = _leaders([e for e in order if e in curves and e not in references])
+    for e in rest:
+        ax.plot(curves[e]["x"], curves[e]["mean"], color=GREY, lw=0.8, zorder=1)
+    for i, e in enumerate(leaders):
+        c = curves[e]
+        colour = PALETTE[i % len(PALETTE)]
+        ax.plot(c["x"], c["mean"], color=colour, lw=1.5, marker="o", markersize=2.5, zorder=3,
+                label=f"{i + 1}. {e}")
+        if band:
+            ax.fill_between(c["x"], c["mean"] - c["half"], c["mean"] + c["half"], color=colour, alpha=0.12, lw=0)
+    for e in sorted(references & set(curves)):
+        ax.plot(curves[e]["x"], curves[e]["mean"], color="black", lw=1.1, ls="--", zorder=4, label=f"{e} (reference)")
+    if rest:
+        ax.plot([], [], color=GREY, lw=0.8, label=f"{len(rest)} others")
+    ax.legend(fontsize=6.5, frameon=False, loc="best", handlelength=1.6)
 
 
 def _curves(series: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -128,23 +144,19 @@ def score_curves(results: Results, board_map: dict[str, Board], style: Style, ou
     if not panels:
         return []
     fig, axes = _grid(len(panels))
-    used = set()
     for ax, (config, board) in zip(axes, panels):
         sub = s[(s["config"] == config) & (s["name"] == board.score.metric)]
-        for estimator, group in sub.groupby("estimator"):
-            stats = _curves(group, x)
-            ax.plot(stats["x"], stats["mean"], **style.line(estimator))
-            ax.fill_between(stats["x"], stats["mean"] - stats["half"], stats["mean"] + stats["half"],
-                            color=style.style[estimator]["color"], alpha=0.12, lw=0)
-            used.add(estimator)
+        curves = {str(e): _curves(group, x) for e, group in sub.groupby("estimator")}
+        ranked = sorted(board.by_score, key=lambda e: board.by_score[e].rank)
+        order = ranked + sorted(e for e in curves if e not in ranked)
+        _draw_lines(ax, curves, order, set(board.references) | {e for e in curves if style.group.get(e) == "reference"})
         if x == "wall":
             _log(ax, "x")
         ax.set_title(config, fontsize=8.5)
-        ax.set_xlabel("training step" if x == "step" else "wall-clock, training only (s, log scale)", fontsize=8)
+        ax.set_xlabel("training step" if x == "step" else "wall-clock, training only (s)", fontsize=8)
         ax.set_ylabel(f"{board.score.label}\n({board.score.direction})", fontsize=8)
         ax.tick_params(labelsize=7)
-    height = style.legend(fig, used)
-    return _save(fig, out, "score_steps" if x == "step" else "score_wall", height)
+    return _save(fig, out, "score_steps" if x == "step" else "score_wall")
 
 
 def variance_along_training(results: Results, style: Style, out: Path) -> list[Path]:
@@ -154,23 +166,22 @@ def variance_along_training(results: Results, style: Style, out: Path) -> list[P
         return []
     configs = sorted(s["config"].unique())
     fig, axes = _grid(len(configs))
-    used = set()
     for ax, config in zip(axes, configs):
-        zero = []
+        zero, curves = [], {}
         for estimator, group in s[s["config"] == config].groupby("estimator"):
             stats = _curves(group, "step")
             if (stats["mean"] <= ZERO_VARIANCE).all():  # exact by construction here: named, not drawn
-                zero.append(estimator)
+                zero.append(str(estimator))
                 continue
-            ax.plot(stats["x"], stats["mean"], **style.line(estimator))
-            used.add(estimator)
+            curves[str(estimator)] = stats
+        order = sorted(curves, key=lambda e: float(curves[e]["mean"].median()))  # lowest variance first
+        _draw_lines(ax, curves, order, set(), band=False)
         _log(ax, "y")
         ax.set_title(config + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""), fontsize=8)
         ax.set_xlabel("training step (checkpoints marked)", fontsize=8)
-        ax.set_ylabel("gradient variance per coordinate\n(log scale, lower is better)", fontsize=8)
+        ax.set_ylabel("gradient variance per coordinate\n(lower is better)", fontsize=8)
         ax.tick_params(labelsize=7)
-    height = style.legend(fig, used)
-    return _save(fig, out, "variance_steps", height)
+    return _save(fig, out, "variance_steps")
 
 
 def _front(points: pd.DataFrame) -> pd.DataFrame:
@@ -194,34 +205,32 @@ def pareto(long: pd.DataFrame, board_map: dict[str, Board], style: Style, out: P
         return []
     configs = sorted(both.index.get_level_values(0).unique())
     fig, axes = _grid(len(configs))
-    used = set()
     for ax, config in zip(axes, configs):
         sub = both.loc[config].assign(variance=lambda d: 10 ** d["log10var"])
         board = board_map.get(config)
         zero = [e for e in sub.index if sub.loc[e, "variance"] <= ZERO_VARIANCE]
         sub = sub.drop(index=zero)
         biased = set(board.biased) if board else set()
-        for estimator, row in sub.iterrows():
-            st = style.style[estimator]
-            filled = estimator not in biased
-            ax.scatter(row["cost"], row["variance"], marker=st["marker"], s=32, color=st["color"],
-                       facecolors=st["color"] if filled else "none", linewidths=1.2, zorder=3)
-            used.add(estimator)
         front = _front(sub[[e not in biased for e in sub.index]])
+        for estimator, row in sub.iterrows():  # the front in colour and named; the rest grey
+            on_front = estimator in front.index
+            colour = PALETTE[list(front.index).index(estimator) % len(PALETTE)] if on_front else "#8a8a8a"
+            ax.scatter(row["cost"], row["variance"], marker="o", s=30 if on_front else 16, color=colour,
+                       facecolors="none" if estimator in biased else colour, linewidths=1.0, zorder=3)
         if len(front):
             ax.step(front["cost"], front["variance"], where="post", color="#555", lw=0.8, ls="--", zorder=2)
-            for estimator, row in front.iterrows():
+            for i, (estimator, row) in enumerate(front.iterrows()):
                 ax.annotate(estimator, (row["cost"], row["variance"]), textcoords="offset points", xytext=(4, 3),
-                            fontsize=6.5, color="#333")
+                            fontsize=6.5, color=PALETTE[i % len(PALETTE)])
+        ax.text(0.99, 0.01, f"{len(sub) - len(front)} others (grey; hollow: biased)", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=6.5, color="#666")
         _log(ax, "xy")
         ax.set_title(config + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""), fontsize=8)
-        ax.set_xlabel("ms per estimate (log)" if cost == "ms per estimate" else "f-evaluations per estimate (log)",
-                      fontsize=8)
-        ax.set_ylabel("gradient variance per coordinate (log)", fontsize=8)
+        ax.set_xlabel("ms per estimate" if cost == "ms per estimate" else "f-evaluations per estimate", fontsize=8)
+        ax.set_ylabel("gradient variance per coordinate", fontsize=8)
         ax.tick_params(labelsize=7)
-    height = style.legend(fig, used)
     name = "pareto_seconds" if cost == "ms per estimate" else "pareto_evals"
-    return _save(fig, out, name, height)
+    return _save(fig, out, name)
 
 
 def time_to_target(results: Results, board_map: dict[str, Board], style: Style, out: Path) -> list[Path]:
@@ -268,7 +277,7 @@ def time_to_target(results: Results, board_map: dict[str, Board], style: Style, 
         ax.grid(axis="x", color="#eee")
         ax.set_title(f"{config}\ntarget: {board.score.label.split(' (')[0]} {'≥' if sign > 0 else '≤'} {target:.4g}",
                      fontsize=8)
-        ax.set_xlabel("training seconds to reach the target (log)", fontsize=8)
+        ax.set_xlabel("training seconds to reach the target", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     return _save(fig, out, "time_to_target")
 

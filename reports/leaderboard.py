@@ -31,12 +31,21 @@ import numpy as np
 import pandas as pd
 
 from dgbench.reports.results import Results
-from dgbench.reports.significance import BiasVerdict, Standing, bias_verdict, standings
+from dgbench.reports.significance import (
+    ALPHA_TIE,
+    BiasVerdict,
+    Standing,
+    bias_verdict,
+    holm,
+    paired_p_value,
+    standings,
+)
 
 # A fallback for results written before problems declared scores: (metric, label, higher is better).
 _FALLBACK_SCORES = (("test_elbo", "test ELBO (nats per example)", True),
                     ("test_accuracy", "test accuracy (fraction)", True))
 ZERO_VARIANCE = 1e-30
+LARGE_GAP = 0.10  # an untested lead over a reference this large (relative) is still flagged
 
 
 @dataclass
@@ -75,6 +84,12 @@ class Board:
     eval_budget: float = math.nan
     over_budget: dict[str, float] = field(default_factory=dict)
     over_budget_by_score: dict[str, Standing] = field(default_factory=dict)
+    # Estimators whose per-seed scores are identical here (one group each), ranked alike.
+    identical: list[list[str]] = field(default_factory=list)
+    # Estimators whose score is better than a reference's: shown better by the one-sided
+    # paired test (Holm-adjusted p below ALPHA_TIE), or better on average by more than
+    # LARGE_GAP relative (estimator -> (reference, p, relative gap)). A flag, not a win.
+    beats_reference: dict[str, tuple[str, float, float]] = field(default_factory=dict)
 
     def budget_note(self, estimator: str) -> str:
         """``over budget (32 > 4 f-evals)``, or empty within the budget."""
@@ -201,11 +216,75 @@ def boards(results: Results) -> dict[str, Board]:
             over = [e for e in values.columns if e in board.over_budget]
             board.by_score = standings(values.drop(columns=refs + over), board.score.higher_is_better)
             board.over_budget_by_score = standings(values[over], board.score.higher_is_better) if over else {}
+            board.identical = _identical(values.drop(columns=refs + over))
+            _rank_alike(board.by_score, board.identical)
+            board.beats_reference = _beating_references(values, refs, board.score.higher_is_better)
             board.seeds = int(values.notna().sum().max()) if not values.empty else 0
         g = grads[grads["config"] == config]
         if not g.empty:
             _variance_boards(results, board, g)
         out[config] = board
+    return out
+
+
+def _identical(values: pd.DataFrame) -> list[list[str]]:
+    """Groups of estimators whose per-seed values agree to 1e-12 relative on every seed
+    (the same method under two names on this node, e.g. DARN and ReinMax on Bernoulli units)."""
+    groups: list[list[str]] = []
+    for estimator in values.columns:
+        column = values[estimator].to_numpy(float)
+        if not np.isfinite(column).any():
+            continue
+        for group in groups:
+            other = values[group[0]].to_numpy(float)
+            if np.array_equal(np.isfinite(column), np.isfinite(other)) and np.allclose(
+                    column[np.isfinite(column)], other[np.isfinite(other)], rtol=1e-12, atol=0.0):
+                group.append(str(estimator))
+                break
+        else:
+            groups.append([str(estimator)])
+    return [sorted(g) for g in groups if len(g) > 1]
+
+
+def _rank_alike(by_score: dict[str, Standing], identical: list[list[str]]) -> None:
+    """Identical estimators share the best rank and mark of their group."""
+    for group in identical:
+        members = [by_score[e] for e in group if e in by_score]
+        if not members:
+            continue
+        lead = min(members, key=lambda s: s.rank)
+        for e in group:
+            if e in by_score:
+                by_score[e].rank, by_score[e].tied, by_score[e].p_adjusted = lead.rank, lead.tied, lead.p_adjusted
+
+
+def _beating_references(values: pd.DataFrame, refs: list[str],
+                        higher_is_better: bool) -> dict[str, tuple[str, float, float]]:
+    """Estimators whose mean score is better than a reference's: shown better (Holm-adjusted
+    one-sided paired test), or better on average by more than ``LARGE_GAP`` relative."""
+    out: dict[str, tuple[str, float, float]] = {}
+    for ref in refs:
+        reference = values[ref]
+        if reference.notna().sum() == 0:
+            continue
+        p_values = {}
+        for estimator in values.columns:
+            if estimator in refs:
+                continue
+            both = values[estimator].notna() & reference.notna()
+            mine, theirs = values.loc[both, estimator].mean(), reference[both].mean()
+            margin = 1e-6 * max(abs(theirs), 1e-12)  # float rounding is no win
+            if not both.any() or not (mine > theirs + margin if higher_is_better else mine < theirs - margin):
+                continue
+            p_values[str(estimator)] = paired_p_value(values.loc[both, estimator].to_numpy(float),
+                                                      reference[both].to_numpy(float), higher_is_better)
+        testable = {e: p for e, p in p_values.items() if math.isfinite(p)}
+        adjusted = holm(testable) if testable else {}
+        for estimator, p in p_values.items():
+            p = adjusted.get(estimator, p)
+            gap = abs(values[estimator].mean() - reference.mean()) / max(abs(reference.mean()), 1e-12)
+            if (math.isfinite(p) and p < ALPHA_TIE) or gap > LARGE_GAP:  # called better, or far better on average
+                out.setdefault(estimator, (str(ref), p, gap))
     return out
 
 

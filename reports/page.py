@@ -35,6 +35,7 @@ table.board td.config { font-weight: 600; white-space: nowrap; }
 .best { font-weight: 700; }
 .tied { color: #333; }
 .over { color: #a15c00; }
+.flag { color: #8a3b00; font-size: 0.9em; }
 .banner { border-left: 4px solid #4a7ab5; background: #f3f7fc; padding: 0.2em 1em; margin: 0.5em 0 1em; }
 .banner.warn { border-left-color: #c77c00; background: #fdf6ea; }
 .banner ul { margin: 0.4em 0; padding-left: 1.2em; }
@@ -115,10 +116,14 @@ def method_text(seeds: int) -> str:
         " <b>Variance</b>: mean per-coordinate gradient variance at the initial parameters, ranked (same test, on "
         "log10) only among estimators at the suite's f-evaluation budget that declare themselves unbiased and whose "
         "bias was not detected (compare biased ones by MSE in the details); "
-        "<b>variance × time</b> ranks every cost. <b>Bias</b>: <i>biased</i> when the largest |bias|/se over "
-        f"coordinates and seeds exceeds the two-sided Bonferroni critical value at family-wise level {ALPHA_BIAS:g}; "
-        "against a sampled reference the reference's standard error enters se. References (enumeration) are shown, "
-        "never ranked."
+        "<b>variance × time</b> ranks every cost. <b>Bias</b> (at the initial parameters): <i>biased</i> when the "
+        "test along the exact gradient (the estimates projected on g/|g| against |g|) or the largest |bias|/se over "
+        "coordinates exceeds its two-sided Bonferroni critical value, the two sharing family-wise level "
+        f"{ALPHA_BIAS:g} over the seeds; every \"not detected\" states its minimum detectable bias, the relative "
+        "bias along g found with 90% power. Against a sampled reference its standard error enters se. "
+        "<b>Over budget</b>: estimators spending more f-evaluations than the suite's budget are listed apart, never "
+        "ranked with the others. <b>Flags</b>: an estimator shown better than the exact-gradient reference, or "
+        "identical to another here. References (enumeration) are shown, never ranked."
     )
 
 
@@ -181,6 +186,30 @@ def _log10(value: float) -> str:
     return f"10<sup>{value:.2f}</sup>" if math.isfinite(value) else ""
 
 
+def _flags_html(board: Board) -> str:
+    """What a reader must know before trusting the order: estimators that beat the
+    exact-gradient reference, and estimators identical here."""
+    notes = []
+    beating = board.beats_reference
+    if beating:
+        called = sorted(e for e, (_, p, _) in beating.items() if math.isfinite(p) and p < ALPHA_TIE)
+        ref = next(iter(beating.values()))[0]
+        shown = called or sorted(beating, key=lambda e: -beating[e][2])
+        how = (f"shown better by a paired test, Holm-corrected at level {ALPHA_TIE:g}" if called
+               else "better on average by " + ", ".join(f"{100 * beating[e][2]:.0f}%" for e in shown[:6])
+               + ", not shown to differ at these seeds")
+        notes.append(f"⚠ {len(shown)} estimator(s) end better than the reference {html.escape(ref)} ({how}): "
+                     + ", ".join(map(html.escape, shown[:6])) + ("…" if len(shown) > 6 else "")
+                     + ". A reference with the exact gradient should not lose: at one shared learning rate the step "
+                     "size, not the gradient, can decide this (an estimator with a normalised or larger effective "
+                     "step moves further), and on a non-convex problem the exact gradient can stop at a local "
+                     "optimum that noise escapes.")
+    for group in board.identical:
+        notes.append("identical here (same numbers on every seed, ranked alike): "
+                     + " = ".join(map(html.escape, group)))
+    return "".join(f"<br><span class='flag'>{n}</span>" for n in notes)
+
+
 def _over_budget_html(board: Board) -> str:
     """The estimators over the f-evaluation budget, with their counts and scores: shown,
     never ranked among those within the budget."""
@@ -205,13 +234,14 @@ def leaderboard_html(board_map: dict[str, Board]) -> str:
         else:
             score = "<span class='muted'>none declared</span>"
         refs = "".join(f"<br><span class='muted'>reference {html.escape(e)}: {_fmt(v)}</span>"
-                       for e, v in board.references.items())
+                       for e, v in board.references.items()) + _flags_html(board)
         variance = _names(board.by_variance, _log10) if board.by_variance else "<span class='muted'>—</span>"
         if math.isfinite(board.budget) and board.by_variance:
             variance = f"<span class='muted'>{board.budget:g} evals:</span> " + variance
         notes = []
         if board.zero_variance:
-            notes.append("zero variance (exact here): " + ", ".join(map(html.escape, board.zero_variance)))
+            notes.append("zero variance at the initial parameters (exact there, not elsewhere): "
+                         + ", ".join(map(html.escape, board.zero_variance)))
         if board.biased:
             notes.append(f"{len(board.biased)} biased (declared or detected), not ranked")
         if notes:
@@ -330,6 +360,9 @@ def summary_markdown(title: str, board_map: dict[str, Board], overall: pd.DataFr
              "best by score (≈ tied)": names(b.by_score),
              "over budget, not ranked": ", ".join(f"{e} ({n:g} > {b.eval_budget:g} evals)"
                                                   for e, n in sorted(b.over_budget.items())),
+             "flags": "; ".join(([f"better than the reference: {', '.join(sorted(b.beats_reference))} (step size "
+                                  "or a local optimum, see the page)"] if b.beats_reference else [])
+                                + [f"identical: {' = '.join(g)}" for g in b.identical]),
              "lowest variance at equal evals": names(b.by_variance),
              "lowest variance × time": names(b.by_work)} for config, b in board_map.items()]
     plain = method_text(seeds).replace("<b>", "**").replace("</b>", "**").replace("<i>", "*").replace("</i>", "*")

@@ -212,7 +212,7 @@ def test_a_group_resumes_from_its_checkpoint_with_the_same_series(tmp_path):
     whole = train_group(group, torch.device("cpu"))["members"]
     checkpoint = Checkpoint(tmp_path / "group.pt", group.key, every_seconds=0.0)
     train_group(group, torch.device("cpu"), checkpoint)  # saves after every step but the last
-    saved = torch.load(tmp_path / "group.pt", weights_only=True)
+    saved = checkpoint.load()
     assert saved["step"] == 29
     resumed = train_group(group, torch.device("cpu"), Checkpoint(tmp_path / "group.pt", group.key, 1e9))["members"]
     for a, b in zip(whole, resumed):
