@@ -82,8 +82,10 @@ def _print_gradcheck(result: dict[str, Any]) -> None:
     mdb = result["minimum_detectable_bias"]
     detectable = (f"{100 * mdb:.3g}% of |g| along the exact gradient (power 90%)" if math.isfinite(mdb)
                   else "none: the exact gradient is zero")
+    z_along = result["z_along"]
+    along = f"along g z = {z_along:+.3g}" if z_along is not None and math.isfinite(z_along) else "no test along g"
     print(f"verdict: {result['verdict'].upper()} (declared {claim}; family-wise level {result['alpha']:g}, "
-          f"along g z = {result['z_along']:+.3g}, max coordinate |z| = {result['bias_z_max']:.3g})")
+          f"{along}, max coordinate |z| = {result['bias_z_max']:.3g})")
     print(f"minimum detectable bias: {detectable}"
           + ("" if result["exact_source"] != "sampled" else "; against a sampled reference"))
 

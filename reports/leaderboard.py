@@ -182,14 +182,17 @@ def _evaluations(train: pd.DataFrame, grads: pd.DataFrame) -> pd.Series:
 
 
 def _over_budget(results: Results, board: Board, evals: pd.Series) -> None:
-    """Mark the estimators that spent more f-evaluations than the suite's budget: with
-    ``evals = B``, more than B; with ``samples = N``, more than the most any estimator whose
-    sample count the budget sets spends here."""
+    """Mark the estimators that spent more f-evaluations than the suite's budget grants here:
+    with ``evals = B``, more than B (or, on problems whose nested layers multiply it, than
+    the most an estimator whose sample count the budget sets spends); with ``samples = N``,
+    more than the most such an estimator spends here."""
     budget = suite_budget(results)
+    respecting = [float(v) for e, v in evals.items() if _respects_budget(results, e)]
+    # Nested stochastic layers multiply a node's budget: what a budgeted estimator spends
+    # here is within the budget by construction.
     if "evals" in budget:
-        board.eval_budget = float(budget["evals"])
+        board.eval_budget = max([float(budget["evals"]), *respecting])
     elif "samples" in budget:
-        respecting = [float(v) for e, v in evals.items() if _respects_budget(results, e)]
         board.eval_budget = max(respecting) if respecting else math.nan
     if math.isfinite(board.eval_budget):
         board.over_budget = {str(e): float(v) for e, v in evals.items()
@@ -216,7 +219,8 @@ def boards(results: Results) -> dict[str, Board]:
             over = [e for e in values.columns if e in board.over_budget]
             board.by_score = standings(values.drop(columns=refs + over), board.score.higher_is_better)
             board.over_budget_by_score = standings(values[over], board.score.higher_is_better) if over else {}
-            board.identical = _identical(values.drop(columns=refs + over))
+            board.identical = _identical(values.drop(columns=refs + over), _matrix(t, "final_objective"),
+                                         _matrix(grads[grads["config"] == config], "variance_mean"))
             _rank_alike(board.by_score, board.identical)
             board.beats_reference = _beating_references(values, refs, board.score.higher_is_better)
             board.seeds = int(values.notna().sum().max()) if not values.empty else 0
@@ -227,16 +231,24 @@ def boards(results: Results) -> dict[str, Board]:
     return out
 
 
-def _identical(values: pd.DataFrame) -> list[list[str]]:
-    """Groups of estimators whose per-seed values agree to 1e-12 relative on every seed
-    (the same method under two names on this node, e.g. DARN and ReinMax on Bernoulli units)."""
+def _identical(values: pd.DataFrame, *more: pd.DataFrame) -> list[list[str]]:
+    """Groups of estimators whose per-seed values agree to 1e-12 relative on every seed, in
+    ``values`` and in each of ``more`` where both have them (the same method under two
+    names on this node, e.g. DARN and ReinMax on Bernoulli units). A quantised score (test
+    accuracy) can coincide by chance; the training objective and the gradient variance
+    beside it cannot."""
+    def vector(estimator: str) -> np.ndarray:
+        parts = [frame[estimator].to_numpy(float) if estimator in frame else np.full(len(frame), np.nan)
+                 for frame in (values, *more) if not frame.empty]
+        return np.concatenate(parts) if parts else np.array([])
+
     groups: list[list[str]] = []
     for estimator in values.columns:
-        column = values[estimator].to_numpy(float)
+        column = vector(estimator)
         if not np.isfinite(column).any():
             continue
         for group in groups:
-            other = values[group[0]].to_numpy(float)
+            other = vector(group[0])
             if np.array_equal(np.isfinite(column), np.isfinite(other)) and np.allclose(
                     column[np.isfinite(column)], other[np.isfinite(other)], rtol=1e-12, atol=0.0):
                 group.append(str(estimator))

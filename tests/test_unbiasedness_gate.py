@@ -116,10 +116,10 @@ def test_minimum_detectable_bias_and_replicas_agree():
 
 def test_the_gate_refutes_overclaiming_plugins_and_passes_unbiased_ones(tmp_path):
     for scale in (1.1, 1.3):
-        result = gate(load_estimator(str(scaled_plugin(tmp_path, scale))), seconds=20)
+        result = gate(load_estimator(str(scaled_plugin(tmp_path, scale))), seconds=600)
         assert result.refuted, result.summary()
     for cls in (ESTIMATORS["reinforce"], ESTIMATORS["disarm"], load_estimator(str(EXAMPLE))):
-        result = gate(cls, seconds=20)
+        result = gate(cls, seconds=600)
         assert not result.refuted, result.summary()
         assert result.minimum_detectable_bias <= 0.15  # close to the 10% target at 90% power
         assert any(t.point > 0 for t in result.tests)  # not only at the initial parameters
@@ -164,7 +164,7 @@ def test_compare_exits_1_for_an_overclaiming_plugin_and_reports_the_gate(tmp_pat
     out = tmp_path / "compare"
     try:
         code = main(["compare", str(plugin), "--suite", "smoke", "--out", str(out), "--workers", "1", "--quiet",
-                     "--unbiasedness-seconds", "20"])
+                     "--unbiasedness-seconds", "600"])
         err = capsys.readouterr().err
         assert code == 1 and "REFUTED" in err
         record = json.loads((out / "compare.json").read_text())
