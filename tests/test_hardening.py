@@ -235,11 +235,31 @@ def test_d8_a_plugin_whose_forward_never_returns_is_refused_within_the_time_limi
     assert "did not finish" in err
 
 
+WAITING = '''
+import os
+import time
+
+from dgbench.estimators.base import Estimator
+
+
+class WaitsForAFile(Estimator):
+    id = "waits-for-a-file"
+    family = "bernoulli"
+    unbiased = True
+
+    def forward(self, logits, f, *, generator):
+        while not os.path.exists({release!r}):  # sleeps, so a test can end it (no thread left spinning)
+            time.sleep(0.01)
+        raise RuntimeError("released")
+'''
+
+
 def test_d8_the_time_limit_holds_outside_the_main_thread(tmp_path, monkeypatch):
     from dgbench.estimators.plugin import load_estimator
 
-    plugin = tmp_path / "hangs_thread.py"
-    plugin.write_text(HANGING.replace("hangs", "hangs-thread").replace("Hangs", "HangsThread"))
+    release = tmp_path / "release"
+    plugin = tmp_path / "waits.py"
+    plugin.write_text(WAITING.format(release=str(release)))
     monkeypatch.setenv("DGBENCH_PLUGIN_TIMEOUT", "0.5")
     caught: list[BaseException] = []
 
@@ -250,9 +270,12 @@ def test_d8_the_time_limit_holds_outside_the_main_thread(tmp_path, monkeypatch):
             caught.append(err)
 
     thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive() and isinstance(caught[0], PluginError) and "did not finish" in str(caught[0])
+    try:
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive() and isinstance(caught[0], PluginError) and "did not finish" in str(caught[0])
+    finally:
+        release.write_text("")  # the validation thread the limit abandoned ends too
 
 
 def test_d8_a_valid_plugin_still_validates_under_the_limit(monkeypatch):
