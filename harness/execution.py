@@ -166,7 +166,8 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
         if runnable:
             runner(longest_first(runnable, estimate(runnable, torch.device(device), store.durations())), record)
         # Finished: only the checkpoints of cells (and groups) that a retry would continue stay.
-        unfinished = [c for c in cells if c.key not in store.finished_keys()]
+        finished = store.finished_keys()  # one query, not one per cell
+        unfinished = [c for c in cells if c.key not in finished]
         keep = {c.key for c in unfinished}
         if seed_batching:
             keep |= {g.key for g in group_cells(unfinished)[0] if isinstance(g, CellGroup)}
