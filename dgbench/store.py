@@ -12,7 +12,8 @@ Schema (see README, "Results database"):
              versions, CPU model, threads, device, workers) and start/end time
 ``cells``    one row per finished cell: key, run_id, kind, problem, options (JSON),
              estimator, hyperparameters (JSON), seed, status (done/diverged/failed/
-             skipped), reason, traceback, started, finished
+             skipped), reason, traceback, started, finished, grid (JSON: the cell's
+             point of the suite's grid, {} without one)
 ``metrics``  (cell_key, name, value): scalar results
 ``series``   (cell_key, step, wall, name, value): time series along training
 ``catalog``  (kind, id, info): what the run's problems and estimators declare (JSON:
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS cells (
     kind TEXT NOT NULL, problem TEXT NOT NULL, options TEXT NOT NULL,
     estimator TEXT NOT NULL, hyperparameters TEXT NOT NULL, seed INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('done', 'diverged', 'failed', 'skipped')),
-    reason TEXT, traceback TEXT, started REAL, finished REAL
+    reason TEXT, traceback TEXT, started REAL, finished REAL,
+    grid TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS metrics (
     cell_key TEXT NOT NULL REFERENCES cells(key), name TEXT NOT NULL, value REAL,
@@ -123,8 +125,10 @@ def read_tables(directory: Path) -> ResultTables:
         raise NoResults(f"{path} is not a readable dgbench results database ({err})") from None
     try:
         runs = pd.read_sql("SELECT * FROM runs", db)
+        has_grid = "grid" in {row[1] for row in db.execute("PRAGMA table_info(cells)")}  # pre-grid: none
         cells = pd.read_sql("SELECT key, run_id, kind, problem, options, estimator, hyperparameters, seed, "
-                            "status, reason, traceback, started, finished FROM cells", db)
+                            "status, reason, traceback, started, finished, "
+                            + ("grid" if has_grid else "'{}' AS grid") + " FROM cells", db)
         metrics = pd.read_sql("SELECT cell_key, name, value FROM metrics", db)
         series = pd.read_sql("SELECT cell_key, step, wall, name, value FROM series", db)
         current = set()
@@ -244,6 +248,8 @@ class ResultStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            if "grid" not in {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}:  # a pre-grid database
+                self.db.execute("ALTER TABLE cells ADD COLUMN grid TEXT NOT NULL DEFAULT '{}'")
         except sqlite3.Error as err:
             os.close(self._lock)
             raise StoreError(f"{self.path} is not a usable dgbench results database ({err}); move it away or "
@@ -273,6 +279,10 @@ class ResultStore:
                 self.db.execute("DELETE FROM suite")
                 self.db.execute("DELETE FROM suite_cells")
                 self.db.executemany("INSERT INTO suite VALUES (?, ?)", [("name", name), ("digest", digest), ("source", source)])
+
+    def set_suite_value(self, key: str, value: str) -> None:
+        """Record one more fact of the suite (e.g. ``selection``: what its grid selects on)."""
+        self.db.execute("INSERT OR REPLACE INTO suite VALUES (?, ?)", (key, value))
 
     def add_suite_cells(self, keys: Iterable[str]) -> None:
         """Record cell keys as belonging to the current suite definition."""
@@ -312,11 +322,13 @@ class ResultStore:
             self.db.execute("DELETE FROM metrics WHERE cell_key = ?", (cell.key,))
             self.db.execute("DELETE FROM series WHERE cell_key = ?", (cell.key,))
             self.db.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO cells (key, run_id, kind, problem, options, estimator, hyperparameters, seed, "
+                "status, reason, traceback, started, finished, grid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cell.key, run_id, cell.kind, cell.problem, json.dumps(cell.options, sort_keys=True),
                  cell.estimator, json.dumps(cell.hyperparameters, sort_keys=True), cell.seed,
                  result["status"], result.get("reason"), result.get("traceback"),
-                 result.get("started"), result.get("finished")),
+                 result.get("started"), result.get("finished"),
+                 json.dumps(getattr(cell, "grid", None) or {}, sort_keys=True)),
             )
             self.db.executemany(
                 "INSERT INTO metrics VALUES (?, ?, ?)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -105,6 +106,12 @@ def open_results(out: Path, suite: Suite, update_suite: bool = False) -> tuple[R
     except StoreError as err:
         store.close()
         raise UsageError(str(err)) from None
+    if suite.tuned:  # what each configuration's grid points are selected on, for the reports
+        from dgbench.reports.results import config_label
+
+        selection = {config_label(spec["id"], json.dumps(spec["options"], sort_keys=True)): suite.selection(spec)
+                     for spec in suite.problems}
+        store.set_suite_value("selection", json.dumps(selection, sort_keys=True))
     last = store.last_provenance()
     commit = git_commit()
     if last and last.get("git_commit") != commit:

@@ -48,6 +48,7 @@ from typing import Any
 
 from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness import grids
 from dgbench.harness.schedules import PROTOCOL_DEFAULTS
 from dgbench.harness.schedules import check as check_protocol
 from dgbench.problems.base import Problem
@@ -74,6 +75,9 @@ class Cell:
     settings: dict[str, Any]
     skip_reason: str | None = None
     variant_of: str | None = None  # ``estimator`` is a suite variant of this registered estimator
+    # The cell's point of the suite's grid ({}: no grid). A label only: its values are in
+    # ``settings`` and ``hyperparameters`` already, so it is not part of the key.
+    grid: dict[str, Any] = field(default_factory=dict)
 
     @property
     def estimator_class(self) -> type[Estimator]:
@@ -103,6 +107,24 @@ class Suite:
     variants: dict[str, str] = field(default_factory=dict)  # variant id -> the registered estimator it configures
     source: str = ""
     cell_timeout: float | None = None  # seconds a cell may run (local backend); None: the default
+    grid: dict[str, list] = field(default_factory=dict)  # axis -> values (dgbench.harness.grids)
+    estimator_grids: dict[str, dict[str, list]] = field(default_factory=dict)  # per estimator: axes it replaces
+    select_on: str | None = None  # None: each problem's declared selection metric
+    select_direction: str | None = None  # None: the direction of the declared score
+
+    def problem_grid(self, spec: dict[str, Any], estimator: str) -> dict[str, list]:
+        """The grid axes of one (problem entry, estimator)."""
+        return grids.resolve(self.grid, spec.get("grid"), self.estimator_grids.get(estimator))
+
+    def selection(self, spec: dict[str, Any]) -> dict[str, str]:
+        """``{"metric", "direction"}`` that selects grid points of a problem entry."""
+        return grids.selection_spec(PROBLEMS[spec["id"]], spec.get("select_on", self.select_on),
+                                    spec.get("select_direction", self.select_direction), spec["id"])
+
+    @property
+    def tuned(self) -> bool:
+        """Whether any (problem, estimator) has more than one grid point."""
+        return any(grids.size(self.problem_grid(spec, eid)) > 1 for spec in self.problems for eid in self.estimators)
 
     @property
     def digest(self) -> str:
@@ -216,7 +238,7 @@ def parse_suite(text: str, origin: str) -> Suite:
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"{origin}: not valid TOML: {err}") from None
     _check_keys(data, {"name", "description", "seeds", "budget", "gradstats", "training", "problems", "estimators",
-                       "cell_timeout"}, origin)
+                       "cell_timeout", "grid", "select_on", "select_direction"}, origin)
     for key in ("name", "seeds", "budget", "problems", "estimators"):
         if key not in data:
             raise SuiteError(f"{origin}: missing key {key!r}")
@@ -244,7 +266,7 @@ def parse_suite(text: str, origin: str) -> Suite:
         raise SuiteError(f"{origin}: problems must be a non-empty array of tables")
     for i, spec in enumerate(problems):
         where = f"{origin}: problems[{i}]"
-        _check_keys(spec, {"id", "options", "gradstats", "training"}, where)
+        _check_keys(spec, {"id", "options", "gradstats", "training", "grid", "select_on", "select_direction"}, where)
         if spec.get("id") not in PROBLEMS:
             raise SuiteError(f"{where}.id: unknown problem {spec.get('id')!r} (valid: {', '.join(PROBLEMS)})")
         options = _check_keys(spec.get("options", {}), set(PROBLEMS[spec["id"]].default_options()), f"{where}.options")
@@ -257,7 +279,7 @@ def parse_suite(text: str, origin: str) -> Suite:
                 allowed = set(base) | (set(PROTOCOL_DEFAULTS) if kind == "training" else set())
                 check({**base, **_check_keys(spec[kind], allowed, f"{where}.{kind}")}, f"{where}.{kind}")
 
-    est = _check_keys(data["estimators"], {"include", "hyperparameters", "variants"}, f"{origin}: estimators")
+    est = _check_keys(data["estimators"], {"include", "hyperparameters", "variants", "grid"}, f"{origin}: estimators")
     include = est.get("include", "all")
     ids = [e for e, cls in ESTIMATORS.items() if cls.include_in_all] if include == "all" else include
     if not isinstance(ids, list) or (not ids and not est.get("variants")):
@@ -277,11 +299,50 @@ def parse_suite(text: str, origin: str) -> Suite:
     ids = ids + [v for v in variants if v not in ids]
     hyper = {**hyper, **{v: {k: x for k, x in spec.items() if k != "estimator"} for v, spec in variants.items()}}
 
-    return Suite(
+    suite = Suite(
         name=str(data["name"]), description=str(data.get("description", "")), seeds=seeds, budget=budget,
         gradstats=gradstats, training=training, problems=problems, estimators=ids, hyperparameters=hyper,
         variants={v: spec["estimator"] for v, spec in variants.items()}, source=text, cell_timeout=None if cell_timeout is None else float(cell_timeout),
     )
+    _check_grids(suite, data, origin)
+    return suite
+
+
+def _check_grids(suite: Suite, data: dict[str, Any], origin: str) -> None:
+    """Parse and check ``[grid]``, the problem entries' and estimators' grids and the
+    selection keys into ``suite``; every point's training settings must be valid."""
+    classes = [ESTIMATORS[suite.variants.get(e, e)] for e in suite.estimators]
+    try:
+        suite.grid = grids.check_grid(data.get("grid", {}), f"{origin}: grid", classes)
+        for i, spec in enumerate(suite.problems):
+            if "grid" in spec:
+                grids.check_grid(spec["grid"], f"{origin}: problems[{i}].grid", classes)
+        own = _check_keys(data["estimators"].get("grid", {}), set(suite.estimators), f"{origin}: estimators.grid")
+        for eid, table in own.items():
+            grids.check_grid(table, f"{origin}: estimators.grid.{eid}", [ESTIMATORS[suite.variants.get(eid, eid)]])
+        suite.estimator_grids = own
+        for key in ("select_on", "select_direction"):
+            if key in data and not isinstance(data[key], str):
+                raise SuiteError(f"{origin}.{key} must be a string, got {data[key]!r}")
+        suite.select_on, suite.select_direction = data.get("select_on"), data.get("select_direction")
+        if not any([suite.grid, suite.estimator_grids, *(spec.get("grid") for spec in suite.problems)]):
+            return
+        if suite.training is None:
+            raise SuiteError(f"{origin}: a grid needs a [training] table (grid points are selected on a training "
+                             "cell's evaluation)")
+        for i, spec in enumerate(suite.problems):
+            suite.selection(spec)  # raises if its direction cannot be told
+            base = {**suite.training, **spec.get("training", {})}
+            for eid in suite.estimators:
+                axes = suite.problem_grid(spec, eid)
+                if grids.size(axes) > grids.MAX_GRID_POINTS:
+                    raise SuiteError(f"{origin}: problems[{i}] x {eid}: {grids.size(axes):,} grid points, more than "
+                                     f"{grids.MAX_GRID_POINTS:,}")
+                training_axes = {k: v for k, v in axes.items() if k in grids.TRAINING_AXES}
+                for point in grids.points(training_axes, ESTIMATORS[suite.variants.get(eid, eid)]):
+                    _check_training({**base, **point}, f"{origin}: problems[{i}] x {eid} at grid point {point}")
+    except grids.GridError as err:
+        raise SuiteError(str(err)) from None
 
 
 def available_suites() -> list[str]:
@@ -350,11 +411,13 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise SuiteError(f"--seeds must be between 1 and {MAX_SEEDS:,}, got {seeds:,}")
     kinds_per_cell = (suite.gradstats is not None) + (suite.training is not None)
+    widest = max((grids.size(suite.problem_grid(spec, eid)) for spec in suite.problems for eid in suite.estimators),
+                 default=1)
     count = (len(problems or suite.problems) * len(estimators or suite.estimators) * (seeds or suite.seeds)
-             * kinds_per_cell)
+             * kinds_per_cell * widest)
     if count > MAX_CELLS:
         raise SuiteError(f"the selection expands into {count:,} cells, more than the {MAX_CELLS:,} one run can "
-                         "hold; use fewer seeds, problems or estimators")
+                         "hold; use fewer seeds, problems, estimators or grid points")
     cells = []
     for spec in suite.problems:
         if problems and spec["id"] not in problems:
@@ -368,19 +431,30 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
                 continue
             base = suite.variants.get(eid)
             ecls = ESTIMATORS[base or eid]
-            hyper = dict(suite.hyperparameters.get(eid, {}))
-            reason = incompatibility(pcls, ecls, spec["options"])
-            if reason is None and ecls.multi_sample_bound:
-                hyper["samples"] = pcls.bound_size(spec["options"])
-            elif reason is None:
-                samples, reason = samples_for_budget(ecls, suite.budget, hyper)
-                if samples is not None and "samples" in ecls.default_hyperparameters():
-                    hyper["samples"] = samples
-            for seed in range(seeds or suite.seeds):
+            incompatible = incompatibility(pcls, ecls, spec["options"])
+            measured: set[str] = set()  # gradient statistics: once per hyperparameter point, not per lr
+            for point in grids.points(suite.problem_grid(spec, eid), ecls):
+                training_point, hyper_point = grids.split(point)
+                hyper = {**suite.hyperparameters.get(eid, {}), **hyper_point}
+                reason = incompatible
+                if reason is None and ecls.multi_sample_bound:
+                    hyper["samples"] = pcls.bound_size(spec["options"])
+                elif reason is None:
+                    samples, reason = samples_for_budget(ecls, suite.budget, hyper)
+                    if samples is not None and "samples" in ecls.default_hyperparameters():
+                        hyper["samples"] = samples
                 for kind, settings in kinds:
+                    if kind == "gradstats":
+                        label = json.dumps(hyper_point, sort_keys=True, default=str)
+                        if label in measured:
+                            continue
+                        measured.add(label)
+                    cell_point = hyper_point if kind == "gradstats" else point
+                    cell_settings = {**settings, **(training_point if kind == "train" else {}), "budget": suite.budget}
                     why = reason
                     if why is None and kind == "gradstats" and ecls.evals_per_sample is None:
                         why = "deterministic reference: zero variance, its gradient is the exact one"
-                    cells.append(Cell(kind, spec["id"], dict(spec["options"]), eid, hyper, seed,
-                                      {**settings, "budget": suite.budget}, why, base))
+                    for seed in range(seeds or suite.seeds):
+                        cells.append(Cell(kind, spec["id"], dict(spec["options"]), eid, dict(hyper), seed,
+                                          cell_settings, why, base, dict(cell_point)))
     return cells

@@ -101,6 +101,9 @@ class Problem(torch.nn.Module):
     seed_batching: ClassVar[bool] = False
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
+    # The metric a suite's grid selects on by default (None: the first declared score); a
+    # problem with a validation split names it, so that test metrics never choose.
+    selection: ClassVar[str | None] = None
     option_domains: ClassVar[dict[str, Domain]] = {}  # see dgbench.domains
     # Options of a small configuration with an exact gradient on which `dgbench compare` and
     # `gradcheck`'s gate test an estimator's declared unbiasedness (None: not used for it).
@@ -114,6 +117,11 @@ class Problem(torch.nn.Module):
         if cls.scores:
             return cls.scores
         return (Score("exact_objective", "exact objective at hard samples", higher_is_better=not cls.minimize),)
+
+    @classmethod
+    def selection_metric(cls) -> str:
+        """The metric a grid selects on unless the suite says otherwise."""
+        return cls.selection or cls.declared_scores()[0].metric
 
     def node_names(self) -> tuple[str, ...]:
         return ("z",)
@@ -288,6 +296,7 @@ class Problem(torch.nn.Module):
             "sequential": cls.sequential,
             "options": cls.default_options(),
             "scores": [asdict(score) for score in cls.declared_scores()],
+            "selection": cls.selection_metric(),
             "description": cls.description,
         }
 

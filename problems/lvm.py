@@ -38,6 +38,7 @@ class LatentVariableModel(MinibatchProblem):
     # Ranked on the held-out ELBO (what the papers' tables report); IWAE-k is shown beside it.
     scores = (Score("test_elbo", "test ELBO (nats per example)", higher_is_better=True),
               Score("test_iwae", "test IWAE-k bound (nats per example)", higher_is_better=True))
+    selection = "valid_elbo"  # grids select on validation, as the papers' protocols do
 
     def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int,
                         eval_splits: str = "train,valid,test") -> None:

@@ -61,6 +61,31 @@ def _with_overrides(base: object, overrides: dict[str, object]) -> str:
     return text
 
 
+def _tuning_lines(results: Results, suite: dict) -> list[str]:
+    """What the grid was, what selected, and where a selection sits on the grid's edge."""
+    sel = results.selection
+    axes = "; ".join(f"{axis} in {values}" for axis, values in suite.get("grid", {}).items()) or "per-entry grids"
+    metrics = ", ".join(sorted({f"{m} ({'higher' if d == 'max' else 'lower'} is better)"
+                                for m, d in zip(sel["metric"], sel["direction"])}))
+    lines = [f"Tuned: every estimator trained at every grid point ({axes}) and every seed, and ranked at its own "
+             f"selected point: the best mean over seeds of {metrics}; the selected point is in the tables' "
+             "\"selected\" column."]
+    if any(m.startswith("test_") for m in sel["metric"]):
+        lines.append("Selected on a test metric: the problem has no validation split, so its score is optimistic "
+                     "for every estimator alike.")
+    edge = sel[sel["edge"] != ""]
+    if len(edge):
+        shown = "; ".join(f"{e} on {c} ({x})" for c, e, x in edge[["config", "estimator", "edge"]].head(6).itertuples(index=False))
+        more = f" and {len(edge) - 6} more" if len(edge) > 6 else ""
+        lines.append(f"Warning: {len(edge)} of {len(sel)} selections lie on the edge of the grid, where a better "
+                     f"setting may lie outside it: {shown}{more}. Widen the grid there.")
+    partial = sel[sel["partial"]]
+    if len(partial):
+        lines.append(f"{len(partial)} selection(s) made before every grid point finished all its seeds "
+                     "(a run in progress or failed cells): rerun the suite to complete them.")
+    return lines
+
+
 def tie_multiplier(seeds: int, comparisons: int, alpha: float = ALPHA_TIE) -> float:
     """The t-value a paired difference must exceed (in standard errors) for the first step
     of Holm's procedure over ``comparisons`` tests to call it, with ``seeds`` seeds."""
@@ -82,10 +107,15 @@ def banner(results: Results, board_map: dict[str, Board], name: str, directory: 
         lr, lr_overrides = _per_problem(suite, "training", "lr")
         optimizer = suite["training"].get("optimizer", "adam")
         lines.append(f"Training: {_with_overrides(steps, step_overrides)} steps of {optimizer}.")
-        lines.append(f"Learning rate: shared by every estimator, lr = {_with_overrides(lr, lr_overrides)}, not tuned "
-                     "per estimator: step size can decide the ranking (an estimator that normalises its gradient can "
-                     "beat the exact gradient); compare each at its own best rate before concluding.")
-        warning = True
+        if results.tuned:
+            lines.extend(_tuning_lines(results, suite))
+            warning = warning or bool((results.selection["edge"] != "").any())
+        else:
+            lines.append(f"Learning rate: shared by every estimator, lr = {_with_overrides(lr, lr_overrides)}, not "
+                         "tuned per estimator: step size can decide the ranking (an estimator that normalises its "
+                         "gradient can beat the exact gradient); compare each at its own best rate before concluding "
+                         "(a [grid] in the suite tunes each estimator).")
+            warning = True
     if "gradstats" in suite:
         replicas, overrides = _per_problem(suite, "gradstats", "replicas")
         lines.append(f"Gradient statistics: {_with_overrides(replicas, overrides)} replicas per cell, at the initial "

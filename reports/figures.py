@@ -282,6 +282,49 @@ def time_to_target(results: Results, board_map: dict[str, Board], style: Style, 
     return _save(fig, out, "time_to_target")
 
 
+def sensitivity(results: Results, board_map: dict[str, Board], style: Style, out: Path) -> list[Path]:
+    """The selection metric (mean over seeds) against the learning rate, one line per
+    estimator, its selected point ringed: flat lines are robust estimators. With more
+    axes than ``lr``, each line is the best over the other axes at each rate."""
+    t = results.tuning
+    if t.empty or "axis lr" not in t.columns:
+        return []
+    t = t[t["status"].isin(["done", "diverged"]) & t["axis lr"].notna()]
+    panels = [c for c in board_map if (t["config"] == c).any() and t.loc[t["config"] == c, "axis lr"].nunique() > 1]
+    if not panels:
+        return []
+    fig, axes = _grid(len(panels))
+    for ax, config in zip(axes, panels):
+        sub = t[t["config"] == config]
+        sel = results.selection[results.selection["config"] == config].set_index("estimator")
+        direction = sel["direction"].iloc[0]
+        curves = {}
+        for estimator, group in sub.groupby("estimator"):
+            means = group.groupby(["point", "axis lr"])["value"].mean().reset_index()
+            best = means.groupby("axis lr")["value"].agg("max" if direction == "max" else "min")
+            curves[str(estimator)] = pd.DataFrame({"x": best.index.to_numpy(float), "mean": best.to_numpy(float),
+                                                   "half": 0.0})
+        board = board_map[config]
+        ranked = sorted(board.by_score, key=lambda e: board.by_score[e].rank)
+        order = ranked + sorted(e for e in curves if e not in ranked)
+        references = set(board.references) | {e for e in curves if style.group.get(e) == "reference"}
+        _draw_lines(ax, curves, order, references, band=False)
+        for estimator, row in sel.iterrows():
+            lr = results.tuning.loc[(results.tuning["config"] == config) & (results.tuning["estimator"] == estimator)
+                                    & (results.tuning["point"] == row["selected"]), "axis lr"]
+            if len(lr) and math.isfinite(row["mean"]):
+                ax.plot([lr.iloc[0]], [row["mean"]], marker="o", markersize=7, mfc="none", mec="black", mew=0.8,
+                        zorder=5)
+        _log(ax, "xy")
+        ax.set_title(config, fontsize=8.5)
+        ax.set_xlabel("learning rate", fontsize=8)
+        metric = sel["metric"].iloc[0]
+        ax.set_ylabel(f"{metric}, mean over seeds\n({'higher' if direction == 'max' else 'lower'} is better; "
+                      "ringed: selected)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    return _save(fig, out, "sensitivity_lr")
+
+
 def rank_heatmap(board_map: dict[str, Board], overall: pd.DataFrame, out: Path) -> list[Path]:
     rows = [{"config": c, "estimator": e, "rank": s.rank} for c, b in board_map.items() for e, s in b.by_score.items()]
     if not rows:
@@ -319,5 +362,7 @@ def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board
                                                                           "f evals per estimate"),
         "Gradient variance along training": variance_along_training(results, style, out),
         "Ranks by true score": rank_heatmap(board_map, ranking, out),
+        "Sensitivity to the learning rate: the selection metric at every grid point (ringed: the selected one)":
+            sensitivity(results, board_map, style, out),
     }
     return {title: paths for title, paths in figures.items() if paths}

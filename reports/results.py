@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dgbench import selection
 from dgbench.store import NoResults, read_tables
 
 
@@ -27,6 +28,22 @@ class Results:
     series: pd.DataFrame  # cells joined with (step, wall, name, value)
     problems: dict[str, dict] = field(default_factory=dict)  # declarations from the catalog table
     estimators: dict[str, dict] = field(default_factory=dict)
+    # A tuned suite: one row per (config, estimator) with its selected grid point, and every
+    # training cell's selection value at every grid point (the sensitivity figure's data).
+    # The frames above then hold the selected points' cells only. Empty without a grid.
+    selection: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def tuned(self) -> bool:
+        return not self.selection.empty
+
+    def selected(self, config: str, estimator: str) -> str | None:
+        """The selected grid point's label, e.g. ``lr=0.03`` (None: not tuned)."""
+        if self.selection.empty:
+            return None
+        row = self.selection[(self.selection["config"] == config) & (self.selection["estimator"] == estimator)]
+        return None if row.empty else row["selected"].iloc[0]
 
     def provenance(self) -> dict:
         """The provenance of the latest run."""
@@ -51,9 +68,63 @@ def load(directory: str | Path) -> Results:
     cells = t.cells.drop(columns=["traceback"])
     cells["config"] = [config_label(p, o) for p, o in zip(cells["problem"], cells["options"])]
     columns = ["key", "kind", "config", "problem", "estimator", "seed", "status"]
+    metrics = t.metrics.rename(columns={"cell_key": "key"}).merge(cells[columns], on="key")
+    series = t.series.rename(columns={"cell_key": "key"})
+    selection, tuning = pd.DataFrame(), pd.DataFrame()
+    spec = json.loads(t.suite.get("selection", "{}") or "{}")
+    if spec and (cells["grid"] != "{}").any():
+        selection, tuning, keep = select_points(cells, metrics, spec)
+        cells = cells[cells["key"].isin(keep)].reset_index(drop=True)
+        metrics = metrics[metrics["key"].isin(keep)].reset_index(drop=True)
+        series = series[series["key"].isin(keep)]
     return Results(
-        suite=t.suite, runs=t.runs, cells=cells,
-        metrics=t.metrics.rename(columns={"cell_key": "key"}).merge(cells[columns], on="key"),
-        series=t.series.rename(columns={"cell_key": "key"}).merge(cells[columns], on="key"),
+        suite=t.suite, runs=t.runs, cells=cells, metrics=metrics,
+        series=series.merge(cells[columns], on="key"),
         problems=t.catalog["problem"], estimators=t.catalog["estimator"],
+        selection=selection, tuning=tuning,
     )
+
+
+def _grid_order(text: str) -> tuple:
+    point = json.loads(text)
+    return tuple((k, (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))) for k, v in sorted(point.items()))
+
+
+def select_points(cells: pd.DataFrame, metrics: pd.DataFrame,
+                  spec: dict[str, dict[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+    """Grid selection (:mod:`dgbench.selection`) per (config, estimator) of the training
+    cells: the selection table, the tuning values, and the keys of the cells to report
+    (training cells at the selected point; gradient statistics at its hyperparameters;
+    every cell of a configuration without a grid)."""
+    keep: set[str] = set(cells.loc[cells["grid"] == "{}", "key"])
+    rows, values = [], []
+    train = cells[cells["kind"] == "train"]
+    for (config, estimator), group in train.groupby(["config", "estimator"], sort=True):
+        chosen = spec.get(config)
+        order = sorted(group["grid"].unique(), key=_grid_order)
+        if chosen is None or order == ["{}"] or (group["status"] == "skipped").all():
+            keep |= set(cells.loc[(cells["config"] == config) & (cells["estimator"] == estimator), "key"])
+            continue
+        name = f"final_{chosen['metric']}"
+        mine = metrics[(metrics["name"] == name) & metrics["key"].isin(group["key"])].set_index("key")["value"]
+        planned = int(group.groupby("grid")["seed"].nunique().max())
+        records = [(json.loads(g), status, mine.get(key)) for key, g, status in
+                   group[["key", "grid", "status"]].itertuples(index=False)]
+        result = selection.from_records(records, [json.loads(g) for g in order], planned, chosen["direction"],
+                                        allow_partial=True)
+        for key, g, seed, status in group[["key", "grid", "seed", "status"]].itertuples(index=False):
+            values.append({"config": config, "estimator": estimator, "point": selection.point_label(json.loads(g)),
+                           **{f"axis {k}": v for k, v in json.loads(g).items()}, "seed": seed, "status": status,
+                           "metric": chosen["metric"], "value": mine.get(key)})
+        best = result.selected.point if result.selected else json.loads(order[0])
+        best_key = selection.point_key(best)
+        keep |= set(group.loc[group["grid"].map(lambda g: selection.point_key(json.loads(g)) == best_key), "key"])
+        stats = cells[(cells["config"] == config) & (cells["estimator"] == estimator) & (cells["kind"] != "train")]
+        keep |= {key for key, g in stats[["key", "grid"]].itertuples(index=False)
+                 if json.loads(g).items() <= best.items()}
+        rows.append({"config": config, "estimator": estimator, "selected": selection.point_label(best),
+                     "metric": chosen["metric"], "direction": chosen["direction"],
+                     "mean": result.selected.mean if result.selected else float("nan"),
+                     "points": len(order), "complete": sum(p.complete for p in result.points),
+                     "edge": result.on_edge or "", "partial": result.partial or result.selected is None})
+    return pd.DataFrame(rows), pd.DataFrame(values), keep

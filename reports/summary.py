@@ -124,7 +124,7 @@ def numeric_table(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
         sub = sub.reindex(counts.index)
         for stat in ("mean", "ci_low", "ci_high"):
             numeric[f"{column} {stat}"] = sub[stat]
-    extra = {name: [] for name in ("group", "declared unbiased", "score metric", "score rank", "score mark",
+    extra = {name: [] for name in ("selected", "group", "declared unbiased", "score metric", "score rank", "score mark",
                                    "budget", "bias verdict", "variance rank", "variance mark", "work rank",
                                    "work mark")}
     for config, estimator in counts.index:
@@ -133,6 +133,7 @@ def numeric_table(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
         verdict = board.bias.get(estimator) if board else None
         var = board.by_variance.get(estimator) if board else None
         work = board.by_work.get(estimator) if board else None
+        extra["selected"].append(results.selected(config, estimator) or "")
         extra["group"].append(group_of(results, estimator))
         extra["declared unbiased"].append(declared_unbiased(results, estimator))
         extra["score metric"].append(board.score.metric if board and board.score else None)
@@ -180,6 +181,9 @@ def config_tables(results: Results, long: pd.DataFrame, board_map: dict[str, Boa
             row = {"rank": "reference" if is_reference(results, estimator) else "",
                    "estimator": f"{estimator}\n{group_of(results, estimator)}{declared}"
                                 + (f" · {variant}" if variant else "")}
+            chosen = results.selected(config, estimator)
+            if chosen is not None:
+                row["selected"] = chosen
             if board and board.score:
                 standing = board.by_score.get(estimator)
                 if standing:
