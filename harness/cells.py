@@ -190,13 +190,15 @@ def defer_checks(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, device: torch.device,
-                   momentum: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: list[torch.nn.Parameter] | list[dict[str, Any]], lr: float,
+                   device: torch.device, momentum: float = 0.0) -> torch.optim.Optimizer:
     """``adam`` (fused: one kernel per device and dtype where the device has one, the CPU
     and CUDA; the update of the default implementation up to float rounding, at 2-3x less
-    time on a 784-200 model) or ``sgd`` (with ``momentum``, PyTorch's heavy-ball form)."""
+    time on a 784-200 model) or ``sgd`` (with ``momentum``, PyTorch's heavy-ball form).
+    ``params`` may be parameter groups (``{"params": [...], "lr": ...}``)."""
     if name == "adam":
-        fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+        tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+        fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in tensors)
         return torch.optim.Adam(params, lr=lr, fused=True if fused else None)
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
@@ -215,20 +217,24 @@ def batch_loss_scale(problem: Problem, settings: dict[str, Any]) -> float:
 class Schedules:
     """Applies the protocol's learning-rate and temperature schedules
     (:mod:`dgbench.harness.schedules`) at the start of each step, touching the optimiser
-    and the estimators only when a value changes."""
+    and the estimators only when a value changes. ``group_settings``: the settings of each
+    of the optimiser's parameter groups (members of a stacked model may differ in their
+    learning-rate schedule); by default every group follows ``settings``."""
 
     def __init__(self, settings: dict[str, Any], optimizer: torch.optim.Optimizer,
-                 estimators: torch.nn.ModuleDict) -> None:
+                 estimators: torch.nn.ModuleDict, group_settings: list[dict[str, Any]] | None = None) -> None:
         self.settings, self.optimizer, self.estimators = settings, optimizer, estimators
-        self.lr: float | None = None
+        self.group_settings = group_settings or [settings] * len(optimizer.param_groups)
+        self.lr: list[float] | None = None
         self.temperature: float | None = None
         self.anneals = schedules.temperature(settings, 1) is not None
-        self.decays = schedules.protocol(settings)["lr_decay"] != 1.0  # else the rate is set once
+        # else the rates are set once
+        self.decays = any(schedules.protocol(g)["lr_decay"] != 1.0 for g in self.group_settings)
 
     def apply(self, step: int) -> None:
         """Called before every training step: nothing to compute when no schedule is on."""
         if self.decays or self.lr is None:
-            self._set_lr(schedules.learning_rate(self.settings, step))
+            self._set_lr([schedules.learning_rate(g, step) for g in self.group_settings])
         if self.anneals:
             tau = schedules.temperature(self.settings, step)
             if tau != self.temperature:
@@ -236,11 +242,11 @@ class Schedules:
                 self.temperature = tau if any(applied) else None
                 self.anneals = any(applied)  # nothing to anneal: stop trying
 
-    def _set_lr(self, lr: float) -> None:
-        if lr != self.lr:
-            for group in self.optimizer.param_groups:
+    def _set_lr(self, lrs: list[float]) -> None:
+        if lrs != self.lr:
+            for group, lr in zip(self.optimizer.param_groups, lrs):
                 group["lr"] = lr
-            self.lr = lr
+            self.lr = lrs
 
 
 def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:

@@ -171,6 +171,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             raise UsageError(f"--column-lr takes COLUMN=LR[/LR...], got {item!r}")
         column_lrs[column] = numbers([values.replace("/", ",")], float, "--column-lr")
     command = "dgbench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
+    if args.dry_run:
+        print(plan_line(rp.dry_run(args.name, args.out, seeds=args.seeds, steps_scale=args.steps_scale, lrs=lrs,
+                                   rows=_ids(args.rows), columns=_ids(args.columns), eval_examples=args.eval_examples,
+                                   workers=args.workers, device=args.device, threads=args.threads,
+                                   anneal_rates=anneal_rates, anneal_every=anneal_every,
+                                   column_lrs=column_lrs or None)))
+        return 0
     result = rp.reproduce(args.name, args.out, seeds=args.seeds, steps_scale=args.steps_scale, lrs=lrs,
                           rows=_ids(args.rows), columns=_ids(args.columns), eval_examples=args.eval_examples,
                           workers=args.workers, device=args.device, progress=not args.quiet,
@@ -359,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_rpr.add_argument("--eval-examples", type=int, metavar="N",
                        help="evaluate on the first N examples of each split (recorded as a difference)")
     p_rpr.add_argument("--report-only", action="store_true", help="compute nothing; report what --out holds")
+    p_rpr.add_argument("--dry-run", action="store_true",
+                       help="compute nothing; print the cells and their estimated time, as `run --dry-run` does")
     p_rpr.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     p_rpr.add_argument("--threads", type=int, metavar="N", help="threads per worker (default: cores // workers)")
     p_rpr.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

@@ -40,6 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dgbench import selection
 from dgbench.errors import UsageError
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.suites import (
@@ -53,6 +54,7 @@ from dgbench.harness.suites import (
     samples_for_budget,
 )
 from dgbench.problems.registry import PROBLEMS
+from dgbench.selection import FINISHED
 
 # A shortened run is a pilot; a lengthened one more than 100 x the protocol is a typo.
 MAX_STEPS_SCALE = 100.0
@@ -276,7 +278,7 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
                 for seed in range(seeds):
                     variant_of = None if column["id"] == column["estimator"] else column["estimator"]
                     cell = Cell("train", row["problem"], options, column["id"], hyper, seed, settings, reason,
-                                variant_of)
+                                variant_of, dict(key))
                     out.append(Planned(row["id"], column["id"], key, cell))
     return out
 
@@ -398,31 +400,26 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
             points.setdefault(p.grid, []).append(p)
 
         def finished(group: list[Planned]) -> list[Planned]:
-            return [p for p in group if cells.get(p.cell.key, {}).get("status") in ("done", "diverged")]
+            return [p for p in group if cells.get(p.cell.key, {}).get("status") in FINISHED]
 
-        complete = {g: grp for g, grp in points.items() if len(finished(grp)) == len(grp)}
-        candidates = complete or {g: finished(grp) for g, grp in points.items() if finished(grp)}
-        if not candidates:
+        stored = [p for p in ps if p.cell.key in cells]
+        metric = f"final_{rep.select_on}" if rep.select_on and len(points) > 1 else None
+        chosen = selection.from_records(
+            [(dict(p.grid), cells[p.cell.key]["status"], metrics.get(p.cell.key, {}).get(metric) if metric else None)
+             for p in stored], [dict(g) for g in points], seeds, rep.select_direction, allow_partial=True)
+        if chosen.selected is None:
             done = sum(len(finished(grp)) for grp in points.values())
             result.append(Entry(rid, cid, published, [], {}, f"not finished ({done} of {len(ps)} cells)", seeds, bound, ran_with))
             continue
-
-        def score(group: list[Planned], n_points: int = len(points)) -> float:
-            if not rep.select_on or n_points == 1:
-                return 0.0
-            vals = [metrics.get(p.cell.key, {}).get(f"final_{rep.select_on}") for p in finished(group)]
-            vals = [v for v in vals if v is not None and math.isfinite(v)]
-            sign = 1.0 if rep.select_direction == "max" else -1.0
-            return sign * sum(vals) / len(vals) if vals else -math.inf
-
-        best = max(candidates, key=lambda g: score(points[g]))
+        best = next(g for g in points if dict(g) == chosen.selected.point)
         values = [measured_value(rep, metrics.get(p.cell.key, {}), last.get(p.cell.key, {})) for p in finished(points[best])]
         for p in finished(points[best]):
             run_id = int(cells[p.cell.key]["run_id"])
             used[run_id] = used.get(run_id, 0) + 1
         diverged = sum(1 for p in finished(points[best]) if cells[p.cell.key]["status"] == "diverged")
-        status = "measured" if len(candidates) == len(points) else \
-            f"measured; {len(points) - len(candidates)} of {len(points)} grid points not finished"
+        complete = sum(point.complete for point in chosen.points)
+        status = "measured" if complete == len(points) else \
+            f"measured; {len(points) - complete} of {len(points)} grid points not finished"
         if all(v is None for v in values):
             status = f"finished without a value of {rep.metric}"
         if diverged:
@@ -454,6 +451,32 @@ def run_differences(rep: Reproduction, *, seeds: int, steps_scale: float, lrs: l
     if seeds < 2:
         notes.append(f"{seeds} seed: no interval over seeds")
     return notes
+
+
+def dry_run(name: str, out: str | Path | None = None, *, seeds: int = 2, steps_scale: float = 1.0,
+            lrs: list[float] | None = None, rows: list[str] | None = None, columns: list[str] | None = None,
+            eval_examples: int | None = None, workers: int = 1, device: str = "cpu", threads: int | None = None,
+            anneal_rates: list[float] | None = None, anneal_every: list[int] | None = None,
+            column_lrs: dict[str, list[float]] | None = None) -> Any:
+    """What ``reproduce`` would compute and its estimated time (:func:`dgbench.harness.run.plan`:
+    the cells not finished in ``out``, timed from a few steps of each problem)."""
+    from dgbench.harness.devices import DeviceUnavailable, resolve_device
+    from dgbench.harness.run import check_counts, check_data
+    from dgbench.harness.run import plan as cost_plan
+
+    rep = load(name)
+    planned = plan(rep, seeds=seeds, steps_scale=steps_scale, lrs=lrs, rows=rows, columns=columns,
+                   eval_examples=eval_examples, anneal_rates=anneal_rates, anneal_every=anneal_every,
+                   column_lrs=column_lrs)
+    check_counts(workers=workers, threads=threads)
+    try:
+        device = str(resolve_device(device))
+    except DeviceUnavailable as err:
+        raise UsageError(str(err)) from None
+    cells = [p.cell for p in planned]
+    check_data(cells)
+    out = Path(out or f"results/reproductions/{out_label(rep, steps_scale)}")
+    return cost_plan(out_label(rep, steps_scale), cells, out, workers, device, threads)
 
 
 @dataclass

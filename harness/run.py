@@ -241,6 +241,8 @@ def plan_line(p: Plan) -> str:
     def minutes(seconds: float) -> str:
         if seconds < 1:
             return "under 1 s"
+        if seconds >= 3600:
+            return f"{seconds / 3600:.1f} h"
         return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
     longest = "; ".join(f"{what}: {minutes(s)}" for what, s in p.longest)

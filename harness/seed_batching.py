@@ -48,6 +48,7 @@ from dgbench.harness.cells import (
     node_estimators,
 )
 from dgbench.harness.checkpoints import Checkpoint
+from dgbench.harness.grids import MEMBER_AXES
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory, stopwatch
 from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import Cell
@@ -137,12 +138,15 @@ def group_cells(cells: list[Cell], max_members: int | None = None) -> tuple[list
                 per_seed[why] = per_seed.get(why, 0) + 1
             out.append(cell)
             continue
+        # Members may differ in their seed and in the settings of their optimiser parameter
+        # group (a grid's learning rates); everything else is shared by the stacked model.
+        shared = {k: v for k, v in cell.settings.items() if k not in MEMBER_AXES}
         signature = (cell.problem, repr(sorted(cell.options.items())), cell.estimator,
-                     repr(sorted(cell.hyperparameters.items())), repr(sorted(cell.settings.items())), cell.variant_of)
+                     repr(sorted(cell.hyperparameters.items())), repr(sorted(shared.items())), cell.variant_of)
         groups.setdefault(signature, []).append(cell)
     size = max_members or max(1, max((len(v) for v in groups.values()), default=1))
     for members in groups.values():
-        members = sorted(members, key=lambda c: c.seed)
+        members = sorted(members, key=lambda c: (c.seed, [c.settings.get(k) for k in MEMBER_AXES]))
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             out.append(chunk[0] if len(chunk) == 1 else CellGroup(tuple(chunk)))
@@ -286,12 +290,13 @@ def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim
         member.next_batch(generator)
     shell.take_member_batches(members)
     optimizer.zero_grad(set_to_none=True)
+    shell.zero_grad(set_to_none=True)  # per-member optimisers hold views: the stacked gradients too
     values = shell.objective(estimators, shell.logits(), noise)
     total = values.sum() if loss_scale == 1.0 else values.sum() * loss_scale
     (total if shell.minimize else -total).backward()
     objective = values.detach()
     finite = objective.isfinite()
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in shell.parameters() if p.grad is not None]
     if grads:  # one sum per member and gradient: NaN and inf propagate into it
         finite = finite & torch.stack([g.flatten(1).sum(1) for g in grads]).isfinite().all(0)
     return objective, finite
@@ -311,8 +316,23 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
     shell.take_member_batches([m.problem for m in members])
     noise = MemberGenerators([m.noise for m in members], member_axis(estimators[node], shell.logits().shape))
     params = list(shell.parameters())
-    optimizer = make_optimizer(s["optimizer"], params, s["lr"], device, schedules.protocol(s)["momentum"])
-    schedule = Schedules(s, optimizer, estimators)
+    momentum = schedules.protocol(s)["momentum"]
+    per_member = len({repr([c.settings.get(k) for k in MEMBER_AXES]) for c in cells}) > 1
+    if per_member:  # one parameter group per member, of views into the stacked parameters
+        views = [[p.detach()[m] for p in params] for m in range(size)]
+        optimizer = make_optimizer(s["optimizer"], [{"params": v, "lr": c.settings["lr"]} for v, c in zip(views, cells)],
+                                   s["lr"], device, momentum)
+        schedule = Schedules(s, optimizer, estimators, [c.settings for c in cells])
+    else:
+        optimizer = make_optimizer(s["optimizer"], params, s["lr"], device, momentum)
+        schedule = Schedules(s, optimizer, estimators)
+
+    def share_gradients() -> None:
+        """The members' views see their slices of the stacked gradients."""
+        if per_member:
+            for m, member_views in enumerate(views):
+                for view, p in zip(member_views, params):
+                    view.grad = None if p.grad is None else p.grad[m]
     loss_scale = batch_loss_scale(members[0].problem, s)
     deterministic = group.estimator_class.evals_per_sample is None
     watch, first, note = stopwatch(device), 1, None
@@ -363,6 +383,7 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
         schedule.apply(step)
         with watch.time():
             objective, finite = group_step(shell, estimators, optimizer, noise, problems, datas, loss_scale)
+            share_gradients()
             grads = [p.grad for p in params if p.grad is not None]
             ok = finite & alive
             if deferred:

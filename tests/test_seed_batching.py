@@ -126,19 +126,57 @@ def test_refusals_name_the_problem_the_option_or_the_plugin():
     assert seed_batching.estimator_refusal(Plugin, "bernoulli", {}) is None
 
 
-def test_grouping_keeps_configurations_apart_and_caps_the_members():
+def test_grouping_joins_learning_rates_keeps_other_settings_apart_and_caps_the_members():
     a = training_cells("categorical-toy", "reinforce")
     b = [Cell("train", c.problem, c.options, c.estimator, c.hyperparameters, c.seed, {**c.settings, "lr": 0.1})
          for c in a]
+    longer = [Cell("train", c.problem, c.options, c.estimator, c.hyperparameters, c.seed, {**c.settings, "steps": 60})
+              for c in a]
     stateful = [Cell("train", "categorical-toy", {}, "reinforce-ema", {}, s, SETTINGS) for s in SEEDS]
-    grouped, per_seed = group_cells(a + b + stateful)
+    grouped, per_seed = group_cells(a + b + longer + stateful)
     groups = [g for g in grouped if isinstance(g, CellGroup)]
-    assert sorted(len(g) for g in groups) == [3, 3]
-    assert {c.settings["lr"] for g in groups for c in g.cells} == {0.01, 0.1}
-    assert all(len({c.settings["lr"] for c in g.cells}) == 1 for g in groups)
+    assert sorted(len(g) for g in groups) == [3, 6]  # the learning rates of a grid share one model
+    assert {c.settings["lr"] for g in groups if len(g) == 6 for c in g.cells} == {0.01, 0.1}
+    assert all({c.settings["steps"] for c in g.cells} == {60} for g in groups if len(g) == 3)
     assert sum(per_seed.values()) == 3 and all("reinforce-ema" in k for k in per_seed)
     capped, _ = group_cells(a, max_members=2)
     assert sorted(len(getattr(g, "cells", [g])) for g in capped) == [1, 2]
+
+
+GRID_LRS = (0.01, 0.03, 0.1, 0.3)
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "rloo", "pathwise"])
+def test_members_with_their_own_learning_rates_are_bit_identical_to_separate_runs(estimator):
+    """A grid's learning rates and seeds as one stacked model (float64 gaussian-toy): every
+    member's objective series and final metrics equal its own cell's run exactly."""
+    settings = {**SETTINGS, "steps": 60, "lr_decay": 0.9, "lr_decay_every": 20}
+    hyper = {"samples": 2} if ESTIMATORS[estimator].multi_sample else {}
+    cells = [Cell("train", "gaussian-toy", {}, estimator, hyper, seed, {**settings, "lr": lr})
+             for seed in (0, 1) for lr in GRID_LRS]
+    grouped, per_seed = group_cells(cells)
+    assert per_seed == {} and len(grouped) == 1 and len(grouped[0]) == len(cells)
+    members = train_group(grouped[0], torch.device("cpu"))["members"]
+    for cell, member in zip(grouped[0].cells, members):
+        single = run_cell(cell)
+        assert member["status"] == single["status"] == "done"
+        for name in ("objective", "exact_objective"):
+            assert series(member, name) == series(single, name), (cell.settings["lr"], name)
+        assert member["metrics"]["final_exact_objective"] == single["metrics"]["final_exact_objective"]
+    finals = {c.settings["lr"]: m["metrics"]["final_exact_objective"] for c, m in zip(grouped[0].cells, members)}
+    assert len(set(finals.values())) == len(GRID_LRS)  # the rates were applied, not shared
+
+
+def test_a_diverging_member_with_its_own_learning_rate_ends_alone(monkeypatch):
+    poison(seed=1, at_call=8, monkeypatch=monkeypatch)
+    settings = {**SETTINGS, "steps": 20, "log_every": 5, "eval_every": 10, "variance_every": 1000}
+    cells = [Cell("train", "vae-bernoulli-digits", PROBLEM_OPTIONS["vae-bernoulli-digits"], "rloo", {"samples": 2},
+                  seed, {**settings, "lr": lr}) for seed in (0, 1) for lr in (0.003, 0.03)]
+    (group,), _ = group_cells(cells)
+    result = train_group(group, torch.device("cpu"))["members"]
+    assert [r["status"] for r in result] == ["done", "done", "diverged", "diverged"]
+    for cell, member in zip(group.cells, result):
+        assert_same_run(run_cell(cell), member)
 
 
 def test_member_noise_is_each_members_single_seed_draw():
