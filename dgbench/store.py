@@ -346,6 +346,27 @@ class ResultStore:
                 raise StoreError(f"could not write {self.path}: {err}") from err
             raise
 
+    def statuses(self, keys: set[str]) -> dict[str, str]:
+        """The stored status of each of ``keys`` that is stored."""
+        rows = self.db.execute("SELECT key, status FROM cells").fetchall()
+        return {k: s for k, s in rows if k in keys}
+
+    def metric_values(self, keys: set[str], name: str) -> dict[str, float]:
+        """Metric ``name`` of each of ``keys`` that has it."""
+        rows = self.db.execute("SELECT cell_key, value FROM metrics WHERE name = ?", (name,)).fetchall()
+        return {k: v for k, v in rows if k in keys}
+
+    def metric_names(self, key: str) -> set[str]:
+        return {n for (n,) in self.db.execute("SELECT name FROM metrics WHERE cell_key = ?", (key,))}
+
+    def add_metrics(self, key: str, metrics: dict[str, float]) -> None:
+        """Add (or replace) metrics of a stored cell, in one transaction (the held-out
+        evaluation of a selected grid point, computed after the cell itself)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)",
+                                [(key, name, _real(value)) for name, value in metrics.items()])
+
     def durations(self) -> dict[str, float]:
         """Seconds each stored cell ran (any status), by key."""
         return dict(self.db.execute(DURATIONS))

@@ -21,6 +21,7 @@ from torch import Tensor
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness import deferred as held_out
 from dgbench.harness import schedules
 from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory, stopwatch
@@ -252,6 +253,7 @@ class Schedules:
 def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     s = cell.settings
     problem, estimators = build(cell, device)
+    held_out.restrict(problem, s)
     materialize(problem, estimators, make_generator(derive_seed("materialize", cell.problem, cell.options, cell.seed), device))
     params = list(problem.parameters()) + list(estimators.parameters())
     optimizer = make_optimizer(s["optimizer"], params, s["lr"], device, schedules.protocol(s)["momentum"])
@@ -339,7 +341,10 @@ def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = Non
     if status == "diverged":  # the last evaluation predates the divergence
         evaluation = problem.evaluate()
     metrics.update({f"final_{k}": v for k, v in evaluation.items()})
-    return {"status": status, "reason": reason, "metrics": metrics, "series": series}
+    result = {"status": status, "reason": reason, "metrics": metrics, "series": series}
+    if s.get(held_out.DEFER):  # the held-out splits are evaluated later, if this point is selected
+        result["final_state"] = held_out.final_state(problem)
+    return result
 
 
 RUNNERS = {"gradstats": _gradstats, "train": _train}

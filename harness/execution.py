@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -27,6 +28,7 @@ from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WORKER_DIED, run
 from dgbench.harness.provenance import provenance
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS, ResultFiles
 from dgbench.harness.seed_batching import CellGroup, group_cells, member_results
+from dgbench.harness.selected_evaluation import evaluate_selected, save_final
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
 from dgbench.store import ResultStore
@@ -140,6 +142,9 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
     bar = tqdm(total=len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
 
     def record_one(cell: Cell, result: dict) -> None:
+        state = result.pop("final_state", None)
+        if state is not None:  # before the cell is stored: a stored cell always has its final parameters
+            save_final(store.directory, cell.key, state)
         store.write_cell(run_id, cell, result)
         if result["status"] != "failed":  # a failed cell's checkpoint lets its retry continue
             remove_checkpoint(store.directory, cell.key)
@@ -165,6 +170,10 @@ def run_cells(cells: list[Cell], store: ResultStore, run_id: int,
             runnable = group_cells(runnable)[0]
         if runnable:
             runner(longest_first(runnable, estimate(runnable, torch.device(device), store.durations())), record)
+        evaluated = evaluate_selected(cells, store, device, progress)
+        if evaluated and progress:
+            print(f"dgbench: held-out splits evaluated at the selected grid points only: {evaluated} cell(s)",
+                  file=sys.stderr)
         # Finished: only the checkpoints of cells (and groups) that a retry would continue stay.
         finished = store.finished_keys()  # one query, not one per cell
         unfinished = [c for c in cells if c.key not in finished]

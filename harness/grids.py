@@ -116,3 +116,23 @@ def score_direction(pcls: type[Problem], metric: str) -> str | None:
         if score.metric == metric or score.metric.split("_", 1)[-1] == suffix:
             return "max" if score.higher_is_better else "min"
     return None
+
+
+def deferral(pcls: type[Problem], options: dict[str, Any], metric: str) -> str | None:
+    """The splits a tuned training cell of ``pcls`` leaves to its selected point
+    (:mod:`dgbench.harness.deferred`; None: none): the test split, when the problem
+    evaluates it separately and the grid does not select on it."""
+    splits = options.get("eval_splits", pcls.default_options().get("eval_splits"))
+    if not isinstance(splits, str) or metric.startswith("test_"):
+        return None
+    return "test" if "test" in splits.replace(" ", "").split(",") else None
+
+
+def tuned_settings(pcls: type[Problem], options: dict[str, Any], spec: dict[str, str]) -> dict[str, Any]:
+    """What a training cell of a grid with several points carries: its selection metric
+    and direction, and the splits deferred to the selected point."""
+    out: dict[str, Any] = {"select_on": spec["metric"], "select_direction": spec["direction"]}
+    deferred = deferral(pcls, options, spec["metric"])
+    if deferred:
+        out["defer_splits"] = deferred
+    return out

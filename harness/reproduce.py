@@ -43,6 +43,7 @@ from typing import Any
 from dgbench import selection
 from dgbench.errors import UsageError
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness import grids
 from dgbench.harness.suites import (
     MAX_SEEDS,
     MAX_STEPS,
@@ -272,8 +273,11 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
                            "temperature_min": anneal.get("min", 0.0)}
                           for r, n in itertools.product(anneal["rate"], anneal["every"])]
             column_grid = [lr for lr in grid if lr in (column_lrs or {}).get(column["id"], grid)]
+            tuned = {}
+            if rep.select_on and len(column_grid) * len(points) > 1:  # test bounds at the selected point only
+                tuned = grids.tuned_settings(pcls, options, {"metric": rep.select_on, "direction": rep.select_direction})
             for lr, point in itertools.product(column_grid, points):
-                settings = {**base, **point, "lr": lr, "budget": BUDGET}
+                settings = {**base, **point, **tuned, "lr": lr, "budget": BUDGET}
                 key = (("lr", lr), *((k, point[k]) for k in ("anneal_rate", "anneal_every") if k in point))
                 for seed in range(seeds):
                     variant_of = None if column["id"] == column["estimator"] else column["estimator"]

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
+from dgbench.harness import deferred as held_out
 from dgbench.harness import schedules
 from dgbench.harness.cells import (
     Schedules,
@@ -48,8 +49,8 @@ from dgbench.harness.cells import (
     node_estimators,
 )
 from dgbench.harness.checkpoints import Checkpoint
-from dgbench.harness.grids import MEMBER_AXES
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory, stopwatch
+from dgbench.harness.grids import MEMBER_AXES
 from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import Cell
 from dgbench.noise import MemberGenerators
@@ -308,6 +309,8 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
     cells, s = group.cells, group.cells[0].settings
     size = len(cells)
     members = [_Member(c, make_problem(c.problem, c.options, c.seed, device), device) for c in cells]
+    for member in members:
+        held_out.restrict(member.problem, member.cell.settings)
     shell = stack_problem([m.problem for m in members])
     estimators = node_estimators(shell, group.estimator_class, group.hyperparameters, device)
     # stateless (else the group is refused): one instance serves every member's own checks
@@ -441,7 +444,7 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
             })
     evals = members[0].problem.evals_per_estimate(single_estimators)
     results = []
-    for member in members:
+    for m, member in enumerate(members):
         steps_run = member.last_step if member.status == "diverged" else step
         metrics = {
             "steps_run": steps_run,
@@ -453,7 +456,12 @@ def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint |
         }
         metrics.update({f"final_{k}": v for k, v in member.evaluation.items()})
         reason = member.reason or note
-        results.append({"status": member.status, "reason": reason, "metrics": metrics, "series": member.series})
+        result = {"status": member.status, "reason": reason, "metrics": metrics, "series": member.series}
+        if member.cell.settings.get(held_out.DEFER):  # a diverged member's problem holds its evaluated parameters
+            if member.alive:
+                copy_member(shell, member.problem, m)
+            result["final_state"] = held_out.final_state(member.problem)
+        results.append(result)
     return {"members": results}
 
 

@@ -433,7 +433,9 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
             ecls = ESTIMATORS[base or eid]
             incompatible = incompatibility(pcls, ecls, spec["options"])
             measured: set[str] = set()  # gradient statistics: once per hyperparameter point, not per lr
-            for point in grids.points(suite.problem_grid(spec, eid), ecls):
+            axes = suite.problem_grid(spec, eid)
+            tuned = grids.tuned_settings(pcls, spec["options"], suite.selection(spec)) if grids.size(axes) > 1 else {}
+            for point in grids.points(axes, ecls):
                 training_point, hyper_point = grids.split(point)
                 hyper = {**suite.hyperparameters.get(eid, {}), **hyper_point}
                 reason = incompatible
@@ -450,7 +452,8 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
                             continue
                         measured.add(label)
                     cell_point = hyper_point if kind == "gradstats" else point
-                    cell_settings = {**settings, **(training_point if kind == "train" else {}), "budget": suite.budget}
+                    cell_settings = {**settings, **({**training_point, **tuned} if kind == "train" else {}),
+                                     "budget": suite.budget}
                     why = reason
                     if why is None and kind == "gradstats" and ecls.evals_per_sample is None:
                         why = "deterministic reference: zero variance, its gradient is the exact one"

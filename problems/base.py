@@ -118,6 +118,18 @@ class Problem(torch.nn.Module):
             return cls.scores
         return (Score("exact_objective", "exact objective at hard samples", higher_is_better=not cls.minimize),)
 
+    def evaluation_splits(self) -> tuple[str, ...]:
+        """The held-out splits :meth:`evaluate` reports separately (metrics ``SPLIT_*``);
+        empty for a problem evaluated as a whole. Splits can be restricted with
+        :meth:`restrict_evaluation`, so that a tuned run evaluates its expensive test bound
+        only at the selected grid point (:mod:`dgbench.harness.deferred`)."""
+        return ()
+
+    def restrict_evaluation(self, splits: set[str]) -> None:
+        """Evaluate only ``splits`` of :meth:`evaluation_splits` from now on."""
+        if set(self.evaluation_splits()) - splits:
+            raise NotImplementedError(f"{self.id} cannot restrict its evaluation")
+
     @classmethod
     def selection_metric(cls) -> str:
         """The metric a grid selects on unless the suite says otherwise."""

@@ -69,6 +69,14 @@ class LatentVariableModel(MinibatchProblem):
         self._train_full = splits["train"][: eval_examples or None] if "train_full" in chosen else None
         self._iw_samples = iw_samples
 
+    def evaluation_splits(self) -> tuple[str, ...]:
+        return tuple(self._eval_sets) + (("train_full",) if self._train_full is not None else ())
+
+    def restrict_evaluation(self, splits: set[str]) -> None:
+        self._eval_sets = {k: v for k, v in self._eval_sets.items() if k in splits}
+        if "train_full" not in splits:
+            self._train_full = None
+
     def evaluation_examples(self) -> int:
         """Examples one :meth:`evaluate` draws ``iw_samples`` for (the cost model scales by it)."""
         return sum(int(x.shape[0]) for x in self._eval_sets.values())

@@ -139,13 +139,20 @@ def _curves(series: pd.DataFrame, x: str) -> pd.DataFrame:
 def score_curves(results: Results, board_map: dict[str, Board], style: Style, out: Path, x: str) -> list[Path]:
     """The true score at its evaluation checkpoints, against training step or wall-clock."""
     s = results.series[results.series["status"].isin(["done", "diverged"])]
-    panels = [(c, b) for c, b in board_map.items()
-              if b.score is not None and not s[(s["config"] == c) & (s["name"] == b.score.metric)].empty]
+
+    def metric(config: str, board: Board) -> str | None:
+        """The score's series, or its validation split's where a grid left the test split
+        to the end (:mod:`dgbench.harness.deferred`)."""
+        names = set(s.loc[s["config"] == config, "name"])
+        valid = "valid_" + board.score.metric.split("_", 1)[-1]
+        return board.score.metric if board.score.metric in names else (valid if valid in names else None)
+
+    panels = [(c, b, metric(c, b)) for c, b in board_map.items() if b.score is not None and metric(c, b)]
     if not panels:
         return []
     fig, axes = _grid(len(panels))
-    for ax, (config, board) in zip(axes, panels):
-        sub = s[(s["config"] == config) & (s["name"] == board.score.metric)]
+    for ax, (config, board, name) in zip(axes, panels):
+        sub = s[(s["config"] == config) & (s["name"] == name)]
         curves = {str(e): _curves(group, x) for e, group in sub.groupby("estimator")}
         ranked = sorted(board.by_score, key=lambda e: board.by_score[e].rank)
         order = ranked + sorted(e for e in curves if e not in ranked)
@@ -154,7 +161,8 @@ def score_curves(results: Results, board_map: dict[str, Board], style: Style, ou
             _log(ax, "x")
         ax.set_title(config, fontsize=8.5)
         ax.set_xlabel("training step" if x == "step" else "wall-clock, training only (s)", fontsize=8)
-        ax.set_ylabel(f"{board.score.label}\n({board.score.direction})", fontsize=8)
+        label = board.score.label if name == board.score.metric else f"{name} (test: at the end only)"
+        ax.set_ylabel(f"{label}\n({board.score.direction})", fontsize=8)
         ax.tick_params(labelsize=7)
     return _save(fig, out, "score_steps" if x == "step" else "score_wall")
 

@@ -90,6 +90,8 @@ class Board:
     # paired test (Holm-adjusted p below ALPHA_TIE), or better on average by more than
     # LARGE_GAP relative (estimator -> (reference, p, relative gap)). A flag, not a win.
     beats_reference: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    # A tuned suite: each estimator's selected grid point (``lr=0.03``); empty otherwise.
+    selected: dict[str, str] = field(default_factory=dict)
 
     def budget_note(self, estimator: str) -> str:
         """``over budget (32 > 4 f-evals)``, or empty within the budget."""
@@ -210,6 +212,9 @@ def boards(results: Results) -> dict[str, Board]:
     for config in configs:
         specs = score_specs(results, problem_of[config])
         board = Board(config, specs[0] if specs else None)
+        if results.tuned:
+            board.selected = {e: label for c, e, label in results.selection[["config", "estimator", "selected"]]
+                              .itertuples(index=False) if c == config}
         t = train[train["config"] == config]
         _over_budget(results, board, _evaluations(t, grads[grads["config"] == config]))
         if board.score is not None and board.score.column in t:

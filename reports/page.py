@@ -156,16 +156,22 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else ""
 
 
-def _names(standings: dict, value_format, limit: int = TOP) -> str:
-    """HTML: best first in bold, then the tied ones (names beyond ``limit`` summarised)."""
+def _names(standings: dict, value_format, limit: int = TOP, selected: dict[str, str] | None = None) -> str:
+    """HTML: best first in bold, then the tied ones (names beyond ``limit`` summarised);
+    with ``selected``, each name's selected grid point after its value."""
     if not standings:
         return '<span class="muted">no finished cells</span>'
+    selected = selected or {}
+
+    def point(name: str) -> str:
+        return f' <span class="muted">({html.escape(selected[name])})</span>' if name in selected else ""
+
     ordered = sorted(standings.items(), key=lambda kv: kv[1].rank)
     best_name, best = ordered[0]
-    parts = [f'<span class="best">{html.escape(best_name)}</span> {value_format(best.mean)}']
+    parts = [f'<span class="best">{html.escape(best_name)}</span> {value_format(best.mean)}{point(best_name)}']
     tied = [(n, s) for n, s in ordered[1:] if s.tied]
     untested = [n for n, s in ordered[1:] if s.tied is None]
-    shown = ", ".join(f"{html.escape(n)} {value_format(s.mean)}" for n, s in tied[: limit - 1])
+    shown = ", ".join(f"{html.escape(n)} {value_format(s.mean)}{point(n)}" for n, s in tied[: limit - 1])
     if tied:
         more = len(tied) - (limit - 1)
         title = html.escape(", ".join(n for n, _ in tied))
@@ -233,7 +239,8 @@ def leaderboard_html(board_map: dict[str, Board]) -> str:
             score = f"{html.escape(board.score.label)}<br><span class='muted'>{board.score.direction}</span>"
         else:
             score = "<span class='muted'>none declared</span>"
-        refs = "".join(f"<br><span class='muted'>reference {html.escape(e)}: {_fmt(v)}</span>"
+        refs = "".join(f"<br><span class='muted'>reference {html.escape(e)}: {_fmt(v)}"
+                       + (f" ({html.escape(board.selected[e])})" if e in board.selected else "") + "</span>"
                        for e, v in board.references.items()) + _flags_html(board)
         variance = _names(board.by_variance, _log10) if board.by_variance else "<span class='muted'>—</span>"
         if math.isfinite(board.budget) and board.by_variance:
@@ -248,7 +255,7 @@ def leaderboard_html(board_map: dict[str, Board]) -> str:
             variance += "<br><span class='muted'>" + "; ".join(notes) + "</span>"
         work = _names(board.by_work, _log10) if board.by_work else "<span class='muted'>—</span>"
         rows.append(f"<tr><td class='config'>{html.escape(config)}</td><td>{score}</td>"
-                    f"<td>{_names(board.by_score, _fmt)}{refs}{_over_budget_html(board)}</td><td>{variance}</td>"
+                    f"<td>{_names(board.by_score, _fmt, selected=board.selected)}{refs}{_over_budget_html(board)}</td><td>{variance}</td>"
                     f"<td>{work}</td></tr>")
     rows.append("</tbody></table>")
     return "".join(rows)

@@ -118,7 +118,8 @@ def select_points(cells: pd.DataFrame, metrics: pd.DataFrame,
                            "metric": chosen["metric"], "value": mine.get(key)})
         best = result.selected.point if result.selected else json.loads(order[0])
         best_key = selection.point_key(best)
-        keep |= set(group.loc[group["grid"].map(lambda g: selection.point_key(json.loads(g)) == best_key), "key"])
+        keep |= {key for key, g in group[["key", "grid"]].itertuples(index=False)
+                 if selection.point_key(json.loads(g)) == best_key}
         stats = cells[(cells["config"] == config) & (cells["estimator"] == estimator) & (cells["kind"] != "train")]
         keep |= {key for key, g in stats[["key", "grid"]].itertuples(index=False)
                  if json.loads(g).items() <= best.items()}

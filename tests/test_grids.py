@@ -239,3 +239,47 @@ include = ["exact", "grpo", "pathwise", "rloo", "reinforce"]
     assert lr["exact"] > lr["reinforce"]
     shared = results.tuning[results.tuning["point"] == "lr=0.01"].groupby("estimator")["value"].mean()
     assert shared["grpo"] < shared["exact"] / 10  # the shared-rate artefact the grid removes
+
+
+@pytest.mark.parametrize("seed_batching", ["off", "on"])
+def test_the_test_bound_is_computed_only_at_the_selected_points(tmp_path, seed_batching):
+    """Training cells of a grid evaluate the validation split (selection) and leave the
+    test split to their selected point: 12 trained, 4 test evaluations, none on resume."""
+    path = tmp_path / "vae.toml"
+    path.write_text("""
+name = "vae-tuned"
+seeds = 2
+[budget]
+samples = 1
+[training]
+steps = 20
+lr = 0.003
+eval_every = 10
+variance_every = 100000
+[grid]
+lr = [0.001, 0.003, 0.01]
+[[problems]]
+id = "vae-bernoulli-tiny"
+[estimators]
+include = ["reinforce", "gumbel-softmax"]
+""")
+    out = tmp_path / "out"
+    run(str(path), out, in_process=True, seed_batching=seed_batching)
+    db = sqlite3.connect(out / "results.db")
+
+    def keys(name: str) -> set[str]:
+        return {k for (k,) in db.execute("SELECT cell_key FROM metrics WHERE name = ?", (name,))}
+
+    assert len(keys("final_valid_elbo")) == 12
+    tested = keys("final_test_elbo")
+    assert len(tested) == 4 and keys("deferred_evaluation") == tested
+    assert not db.execute("SELECT 1 FROM series WHERE name = 'test_elbo'").fetchone()  # never during training
+    results = load(out)
+    selected = set(results.cells.loc[results.cells["kind"] == "train", "key"])
+    assert selected == tested  # exactly the selected points' seeds
+    before = db.execute("SELECT cell_key, value FROM metrics WHERE name = 'final_test_elbo'").fetchall()
+    db.close()
+    run(str(path), out, in_process=True, seed_batching=seed_batching)  # resumed: nothing evaluated twice
+    db = sqlite3.connect(out / "results.db")
+    assert db.execute("SELECT cell_key, value FROM metrics WHERE name = 'final_test_elbo'").fetchall() == before
+    assert len(list((out / "finals").iterdir())) == 12

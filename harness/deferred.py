@@ -1,0 +1,39 @@
+"""Held-out evaluation deferred to the selected grid points.
+
+In a tuned comparison only the selected point's test metrics are ever read, and the test
+bound is the expensive part of a VAE cell (1000 importance samples per test example). So
+a training cell of a grid with more than one point, on a problem that evaluates split by
+split, carries ``defer_splits`` (e.g. ``"test"``) in its settings: it evaluates the other
+splits as usual (the selection metric among them), leaves the deferred ones out, and
+returns its final parameters; :mod:`dgbench.harness.selected_evaluation` keeps them and
+evaluates the deferred splits at the selected point only, once its grid is complete. A
+run resumed later evaluates what is missing and nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dgbench.harness.suites import Cell
+from dgbench.problems.base import Problem
+
+DEFER = "defer_splits"  # settings key: comma-separated splits evaluated only at the selected point
+
+
+def deferred_splits(cell: Cell) -> set[str]:
+    text = cell.settings.get(DEFER) or ""
+    return {s for s in text.split(",") if s}
+
+
+def restrict(problem: Problem, cell_settings: dict[str, Any]) -> None:
+    """Leave the deferred splits out of ``problem``'s evaluation during training."""
+    deferred = {s for s in (cell_settings.get(DEFER) or "").split(",") if s}
+    if deferred:
+        problem.restrict_evaluation(set(problem.evaluation_splits()) - deferred)
+
+
+def final_state(problem: Problem) -> dict[str, torch.Tensor]:
+    """The problem's parameters and buffers at the end of training, on the CPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in problem.state_dict().items()}
