@@ -34,8 +34,9 @@ from dgbench.harness.gradcheck import DTYPES, gradcheck
 from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
 from dgbench.harness.options import OptionError, parse_assignments
+from dgbench.harness.planning import plan_line
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
-from dgbench.harness.run import check_counts, check_seconds, plan_line, run, summary_line
+from dgbench.harness.run import check_counts, check_seconds, run, summary_line
 from dgbench.problems.data import DataUnavailable
 from dgbench.problems.registry import PROBLEMS
 from dgbench.strict_json import json_safe

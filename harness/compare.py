@@ -19,6 +19,7 @@ from typing import Any
 from dgbench.errors import UsageError
 from dgbench.estimators.plugin import resolve_estimator
 from dgbench.estimators.registry import register
+from dgbench.harness.backends import make_backend
 from dgbench.harness.execution import execute
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotStart
 from dgbench.harness.references import DIRECTORY as REFERENCES
@@ -72,8 +73,9 @@ def compare(spec: str, suite_name: str, out: Path, reference: Path | None, *, wo
     store, _ = open_results(out, suite)
     before = store.finished_keys() & {c.key for c in cells}
     try:
-        counts = execute(cells, store, workers=workers, device=device, progress=progress, plugins=(spec,),
-                         cell_timeout=cell_timeout or suite.cell_timeout or DEFAULT_CELL_TIMEOUT)
+        backend = make_backend("local", workers=min(workers, max(1, len(cells))), device=device, plugins=(spec,),
+                               cell_timeout=cell_timeout or suite.cell_timeout or DEFAULT_CELL_TIMEOUT)
+        counts = execute(cells, store, backend, name=suite.name, device=device, progress=progress)
     except (StoreError, WorkersCannotStart) as err:
         raise UsageError(str(err)) from None
     finally:

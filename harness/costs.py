@@ -32,6 +32,7 @@ from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
 from dgbench.harness.gradstats import replicated_gradients
 from dgbench.harness.suites import Cell
+from dgbench.problems.registry import PROBLEMS
 
 WARMUP, TIMED = 2, 5
 REPLICAS = 32
@@ -90,13 +91,31 @@ def evaluations(cell: Cell) -> float:
     return float(samples * cls.evals_per_sample + cls.extra_evals)
 
 
+def evaluation_shares(cell: Cell) -> tuple[float, float]:
+    """The shares of a full evaluation a training cell runs along training and, for its
+    selected point only, at the end: ``(1, 0)`` unless a grid defers splits
+    (:mod:`dgbench.harness.deferred`), each split counted alike."""
+    deferred = {x for x in (cell.settings.get("defer_splits") or "").split(",") if x}
+    splits = cell.options.get("eval_splits", PROBLEMS[cell.problem].default_options().get("eval_splits"))
+    if not deferred or not isinstance(splits, str):
+        return 1.0, 0.0
+    named = [x for x in splits.replace(" ", "").split(",") if x]
+    along = {x for x in (cell.settings.get("eval_along") or "").split(",") if x} or set(named) - deferred
+    return (sum(x in along for x in named) / max(1, len(named)),
+            sum(x in deferred for x in named) / max(1, len(named)))
+
+
 def predicted_seconds(cell: Cell, calibration: Calibration) -> float:
+    """The model of the module docstring; a grid's deferred splits cost one evaluation
+    shared by the entry's grid points (only the selected point runs it)."""
     s, e = cell.settings, evaluations(cell)
     if cell.kind == "gradstats":
         return s["replicas"] * calibration.replica_seconds * e
     steps = s["steps"]
+    along, later = evaluation_shares(cell)
     return (steps * calibration.step_seconds * e
-            + (steps // s["eval_every"] + 1) * calibration.evaluation_seconds
+            + (steps // s["eval_every"] + 1) * calibration.evaluation_seconds * along
+            + calibration.evaluation_seconds * later / s.get("grid_points", 1)
             + steps // s["variance_every"] * s["variance_replicas"] * calibration.replica_seconds * e)
 
 

@@ -209,3 +209,34 @@ def run_cells_dask(cells: list[Cell], record: Callable[[Cell, dict], None], clie
         finally:
             future.release()
         record(cell, result)
+
+
+class DaskBackend:
+    """The Dask backend behind the one interface of :mod:`dgbench.harness.backends`: the
+    session connects to ``scheduler`` (or starts a LocalCluster of ``workers``) and checks
+    the workers; ``run(units, record)`` submits one task per unit."""
+
+    name = "dask"
+
+    def __init__(self, *, workers: int, device: str, threads: int | None = None, plugins: tuple[str, ...] = (),
+                 scheduler: str | None = None, retries: int = 2) -> None:
+        self.workers, self.device, self.plugins, self.scheduler, self.retries = workers, device, plugins, scheduler, retries
+        # External workers run single-threaded cells (one per worker process) unless told
+        # otherwise; a LocalCluster splits this machine's cores like the local backend.
+        self.threads = threads or (1 if scheduler else max(1, (os.cpu_count() or 1) // max(1, workers)))
+        self._client = None
+
+    @contextmanager
+    def session(self, store: Any) -> Iterator[dict[str, Any]]:
+        with session(self.scheduler, self.workers, self.threads) as client:
+            answers = check_workers(client, self.device)
+            self._client = client
+            try:
+                yield {"workers": len(answers), "threads_per_worker": self.threads, "backend": "dask",
+                       "scheduler": self.scheduler or f"LocalCluster({self.workers})"}
+            finally:
+                self._client = None
+
+    def run(self, units: list[Cell], record: Callable[[Cell, dict], None]) -> None:
+        run_cells_dask(units, record, self._client, device=self.device, threads=self.threads, plugins=self.plugins,
+                       data_dir=os.environ.get("DGBENCH_DATA_DIR"), retries=self.retries)

@@ -4,7 +4,8 @@ In a tuned comparison only the selected point's test metrics are ever read, and 
 bound is the expensive part of a VAE cell (1000 importance samples per test example). So
 a training cell of a grid with more than one point, on a problem that evaluates split by
 split, carries ``defer_splits`` (e.g. ``"test"``) in its settings: it evaluates the other
-splits as usual (the selection metric among them), leaves the deferred ones out, and
+splits it reads along training (``eval_along``: the selection metric's), leaves the
+deferred ones out (and any split nobody reads), and
 returns its final parameters; :mod:`dgbench.harness.selected_evaluation` keeps them and
 evaluates the deferred splits at the selected point only, once its grid is complete. A
 run resumed later evaluates what is missing and nothing twice.
@@ -20,18 +21,25 @@ from dgbench.harness.suites import Cell
 from dgbench.problems.base import Problem
 
 DEFER = "defer_splits"  # settings key: comma-separated splits evaluated only at the selected point
+ALONG = "eval_along"  # settings key: the splits evaluated along training (default: all but the deferred)
+
+
+def _splits(text: str | None) -> set[str]:
+    return {s for s in (text or "").split(",") if s}
 
 
 def deferred_splits(cell: Cell) -> set[str]:
-    text = cell.settings.get(DEFER) or ""
-    return {s for s in text.split(",") if s}
+    return _splits(cell.settings.get(DEFER))
 
 
 def restrict(problem: Problem, cell_settings: dict[str, Any]) -> None:
-    """Leave the deferred splits out of ``problem``'s evaluation during training."""
-    deferred = {s for s in (cell_settings.get(DEFER) or "").split(",") if s}
-    if deferred:
-        problem.restrict_evaluation(set(problem.evaluation_splits()) - deferred)
+    """Evaluate only the splits read along training: ``eval_along`` where given, else all
+    but the deferred ones."""
+    deferred = _splits(cell_settings.get(DEFER))
+    if not deferred:
+        return
+    along = _splits(cell_settings.get(ALONG)) or set(problem.evaluation_splits()) - deferred
+    problem.restrict_evaluation(along)
 
 
 def final_state(problem: Problem) -> dict[str, torch.Tensor]:

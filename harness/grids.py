@@ -118,21 +118,30 @@ def score_direction(pcls: type[Problem], metric: str) -> str | None:
     return None
 
 
-def deferral(pcls: type[Problem], options: dict[str, Any], metric: str) -> str | None:
-    """The splits a tuned training cell of ``pcls`` leaves to its selected point
-    (:mod:`dgbench.harness.deferred`; None: none): the test split, when the problem
-    evaluates it separately and the grid does not select on it."""
+def deferral(pcls: type[Problem], options: dict[str, Any], metric: str) -> tuple[str, str] | None:
+    """``(along, deferred)``: the splits a tuned training cell of ``pcls`` evaluates along
+    training (the selection metric's) and the ones it leaves to its selected point (the
+    test split) (:mod:`dgbench.harness.deferred`); None when the problem does not evaluate
+    split by split or the grid selects on the test split. No other split is evaluated: no
+    report reads it."""
     splits = options.get("eval_splits", pcls.default_options().get("eval_splits"))
-    if not isinstance(splits, str) or metric.startswith("test_"):
+    if not isinstance(splits, str):
         return None
-    return "test" if "test" in splits.replace(" ", "").split(",") else None
+    named = [s for s in splits.replace(" ", "").split(",") if s]
+    select = metric.split("_", 1)[0]
+    if select == "test" or select not in named or "test" not in named:
+        return None
+    return select, "test"
 
 
-def tuned_settings(pcls: type[Problem], options: dict[str, Any], spec: dict[str, str]) -> dict[str, Any]:
-    """What a training cell of a grid with several points carries: its selection metric
-    and direction, and the splits deferred to the selected point."""
-    out: dict[str, Any] = {"select_on": spec["metric"], "select_direction": spec["direction"]}
-    deferred = deferral(pcls, options, spec["metric"])
-    if deferred:
-        out["defer_splits"] = deferred
+def tuned_settings(pcls: type[Problem], options: dict[str, Any], spec: dict[str, str],
+                   points: int) -> dict[str, Any]:
+    """What a training cell of a grid with several (``points``) points carries: its
+    selection metric and direction, the splits it evaluates along training and those
+    deferred to the selected point, and the number of points (the cost model shares the
+    deferred evaluation among them)."""
+    out: dict[str, Any] = {"select_on": spec["metric"], "select_direction": spec["direction"], "grid_points": points}
+    splits = deferral(pcls, options, spec["metric"])
+    if splits:
+        out["eval_along"], out["defer_splits"] = splits
     return out

@@ -30,7 +30,8 @@ import signal
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -207,3 +208,32 @@ def run_cells_local(cells: list[Cell], record: Callable[[Cell, dict], None], *, 
     finally:
         for worker in pool:
             worker.stop()
+
+
+class LocalBackend:
+    """The local backend behind the one interface of :mod:`dgbench.harness.backends`:
+    ``session(store)`` yields what the provenance records, ``run(units, record)`` runs."""
+
+    name = "local"
+
+    def __init__(self, *, workers: int, device: str, threads: int | None = None, plugins: tuple[str, ...] = (),
+                 cell_timeout: float | None = DEFAULT_CELL_TIMEOUT, retries: int = 2,
+                 checkpoint_every: float = 60.0, in_process: bool = False) -> None:
+        self.workers, self.device, self.plugins = workers, device, plugins
+        self.threads = threads or threads_per_worker(1 if in_process else workers)
+        self.cell_timeout, self.retries, self.in_process = cell_timeout, retries, in_process
+        self.checkpoint_every = checkpoint_every
+        self._files: ResultFiles | None = None
+        self._killed: set[str] = set()
+
+    @contextmanager
+    def session(self, store: Any) -> Iterator[dict[str, Any]]:
+        self._files = ResultFiles(store.directory, self.checkpoint_every)
+        self._killed = store.failed_keys(WORKER_DIED)
+        yield {"cell_timeout": self.cell_timeout, "retries": self.retries, "in_process": self.in_process}
+
+    def run(self, units: list[Cell], record: Callable[[Cell, dict], None]) -> None:
+        units = sorted(units, key=lambda c: c.key in self._killed)  # cells that killed a worker last
+        run_cells_local(units, record, workers=self.workers, threads=self.threads, device=self.device,
+                        plugins=self.plugins, cell_timeout=self.cell_timeout, retries=self.retries,
+                        files=self._files, previously_killed=self._killed, in_process=self.in_process)

@@ -274,8 +274,10 @@ def plan(rep: Reproduction, *, seeds: int = 2, steps_scale: float = 1.0, lrs: li
                           for r, n in itertools.product(anneal["rate"], anneal["every"])]
             column_grid = [lr for lr in grid if lr in (column_lrs or {}).get(column["id"], grid)]
             tuned = {}
-            if rep.select_on and len(column_grid) * len(points) > 1:  # test bounds at the selected point only
-                tuned = grids.tuned_settings(pcls, options, {"metric": rep.select_on, "direction": rep.select_direction})
+            size = len(column_grid) * len(points)
+            if rep.select_on and size > 1:  # the selection split along training, the test bound at the selected point
+                tuned = grids.tuned_settings(pcls, options, {"metric": rep.select_on, "direction": rep.select_direction},
+                                             size)
             for lr, point in itertools.product(column_grid, points):
                 settings = {**base, **point, **tuned, "lr": lr, "budget": BUDGET}
                 key = (("lr", lr), *((k, point[k]) for k in ("anneal_rate", "anneal_every") if k in point))
@@ -465,8 +467,7 @@ def dry_run(name: str, out: str | Path | None = None, *, seeds: int = 2, steps_s
     """What ``reproduce`` would compute and its estimated time (:func:`dgbench.harness.run.plan`:
     the cells not finished in ``out``, timed from a few steps of each problem)."""
     from dgbench.harness.devices import DeviceUnavailable, resolve_device
-    from dgbench.harness.run import check_counts, check_data
-    from dgbench.harness.run import plan as cost_plan
+    from dgbench.harness.run import check_counts, check_data, dry_plan
 
     rep = load(name)
     planned = plan(rep, seeds=seeds, steps_scale=steps_scale, lrs=lrs, rows=rows, columns=columns,
@@ -480,7 +481,7 @@ def dry_run(name: str, out: str | Path | None = None, *, seeds: int = 2, steps_s
     cells = [p.cell for p in planned]
     check_data(cells)
     out = Path(out or f"results/reproductions/{out_label(rep, steps_scale)}")
-    return cost_plan(out_label(rep, steps_scale), cells, out, workers, device, threads)
+    return dry_plan(out_label(rep, steps_scale), cells, out, workers, device, threads)
 
 
 @dataclass
@@ -502,6 +503,7 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
     """Run reproduction ``name`` into ``out`` (resuming what is there) and write its report
     (``report.md``, ``report.csv``) there. ``report_only``: compute nothing, report what
     is stored (a run still in progress elsewhere, or one that was cut short)."""
+    from dgbench.harness.backends import make_backend
     from dgbench.harness.execution import execute
     from dgbench.harness.run import check_data, open_results
     from dgbench.reports import reproduction as render
@@ -527,8 +529,10 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
         check_data(cells)
         store, notes = open_results(out, suite_for(rep, planned, out_label(rep, steps_scale)), update_suite=True)
         try:
-            counts = execute(cells, store, workers=workers, device=device, progress=progress,
-                             in_process=in_process, threads=threads)
+            backend = make_backend("local", workers=min(workers, max(1, len(cells))), device=device, threads=threads,
+                                   in_process=in_process)
+            counts = execute(cells, store, backend, name=out_label(rep, steps_scale), device=device,
+                             progress=progress)
         except StoreError as err:
             raise UsageError(str(err)) from None
         finally:

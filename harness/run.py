@@ -7,7 +7,6 @@ directory, binds the suite and says what changed since the last run there.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import os
 import sys
@@ -15,13 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dgbench.errors import UsageError
+from dgbench.harness.backends import make_backend
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
-from dgbench.harness.execution import execute, prepare_data
+from dgbench.harness.execution import execute
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotStart
+from dgbench.harness.planning import Plan, make_plan
 from dgbench.harness.provenance import git_commit
 from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
 from dgbench.harness.suites import Cell, Suite, SuiteError, expand, load_suite, positive_seconds
 from dgbench.problems.data import DataUnavailable
+from dgbench.problems.registry import PROBLEMS
 from dgbench.store import DB_NAME, ResultStore, StoreError, stored_progress, stored_suite
 
 
@@ -41,11 +43,13 @@ class RunSummary:
 
 
 def check_data(cells: list[Cell]) -> None:
-    """Fetch or verify the cells' data once, before anything runs (UsageError if unavailable)."""
-    try:
-        prepare_data(cells)
-    except DataUnavailable as err:
-        raise UsageError(str(err)) from None
+    """Fetch or verify every data set the cells need, once, before any worker starts
+    (UsageError naming the problem if one is unavailable)."""
+    for problem, options in {(c.problem, json.dumps(c.options, sort_keys=True)): None for c in cells}:
+        try:
+            PROBLEMS[problem].prepare_data(json.loads(options))
+        except DataUnavailable as err:
+            raise UsageError(f"{problem}: {err}") from None
 
 
 MAX_WORKERS = 4096
@@ -128,14 +132,19 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         dry_run: bool = False, threads: int | None = None, seed_batching: str = "auto") -> RunSummary | Plan:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
+    A pipeline, each step once: load the suite and expand its cells; plan what is left
+    (:mod:`dgbench.harness.planning`: grouped, costed, ordered); open the store; hand the
+    plan to the backend (:mod:`dgbench.harness.backends`); summarise.
+
     Cells already finished there are kept (failed ones are retried, those that killed
     their worker last). ``cell_timeout``: seconds a cell may run (default: the suite's
     ``cell_timeout``, else 3600; local backend). ``dry_run``: compute nothing, return the
-    :class:`Plan` (cells and estimated time). ``seed_batching``: "on" trains the seeds of a
-    training cell as one stacked model where they can batch, "off" never, "auto" (the
-    default) on CUDA devices only (:mod:`dgbench.harness.seed_batching`). Raises :class:`UsageError` on bad input,
-    before anything is computed, and :class:`dgbench.errors.Interrupted` when stopped by
-    Ctrl-C or SIGTERM (finished cells are stored; run again to resume).
+    :class:`Plan` (cells and estimated time). ``seed_batching``: "on" trains the seeds (and
+    a grid's learning rates) of a training cell as one stacked model where they can batch,
+    "off" never, "auto" (the default) on CUDA devices only
+    (:mod:`dgbench.harness.seed_batching`). Raises :class:`UsageError` on bad input, before
+    anything is computed, and :class:`dgbench.errors.Interrupted` when stopped by Ctrl-C or
+    SIGTERM (finished cells are stored; run again to resume).
     """
     try:
         definition = load_suite(suite)
@@ -144,8 +153,6 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
             device = str(resolve_device(device))  # "auto" becomes the device it chose
     except (SuiteError, DeviceUnavailable) as err:
         raise UsageError(str(err)) from None
-    if scheduler and backend != "dask":
-        raise UsageError("--scheduler needs --backend dask")
     check_counts(retries=retries, workers=workers, threads=threads)
     if seed_batching not in ("auto", "on", "off"):
         raise UsageError(f"--seed-batching must be auto, on or off, got {seed_batching!r}")
@@ -154,14 +161,11 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         if value is not None:
             check_seconds(value, flag)
     explicit_timeout = cell_timeout or definition.cell_timeout
-    cell_timeout = explicit_timeout or DEFAULT_CELL_TIMEOUT
-    if in_process and backend != "local":
-        raise UsageError("--in-process needs --backend local")
-    if backend == "dask" and explicit_timeout:
-        print("dgbench: note: the Dask backend does not enforce --cell-timeout or the suite's cell_timeout",
-              file=sys.stderr)
-    if backend == "dask" and importlib.util.find_spec("distributed") is None:
-        raise UsageError("--backend dask needs Dask distributed: pip install -e '.[dask]'")
+    workers_used = min(workers, max(1, len(cells)))
+    runner = make_backend(backend, workers=workers_used, device=device, threads=threads, scheduler=scheduler,
+                          retries=retries, cell_timeout=explicit_timeout or DEFAULT_CELL_TIMEOUT,
+                          explicit_timeout=bool(explicit_timeout), checkpoint_every=checkpoint_every,
+                          in_process=in_process)
     cores = os.cpu_count() or 1
     if backend == "local" and workers > cores:
         print(f"dgbench: warning: --workers {workers} exceeds the {cores} cores of this machine: cells will compete "
@@ -169,7 +173,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
     if dry_run:
-        return plan(definition.name, cells, out, workers, device, threads)
+        return dry_plan(definition.name, cells, out, workers, device, threads, batch_seeds)
     store, notes = open_results(out, definition, update_suite)
     for note in notes:
         print(f"dgbench: note: {note}", file=sys.stderr)
@@ -177,9 +181,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     from dgbench.harness.dask_backend import DaskUnavailable
 
     try:
-        counts = execute(cells, store, workers=workers, device=device, progress=progress, backend=backend,
-                         scheduler=scheduler, retries=retries, cell_timeout=cell_timeout,
-                         checkpoint_every=checkpoint_every, in_process=in_process, threads=threads,
+        counts = execute(cells, store, runner, name=definition.name, device=device, progress=progress,
                          seed_batching=batch_seeds)
         totals = store.counts()
     except (DaskUnavailable, StoreError, WorkersCannotStart) as err:  # storage errors too: one line, exit status 2
@@ -189,67 +191,15 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     return RunSummary(definition.name, out, len(cells), already, counts, totals, notes)
 
 
-@dataclass
-class Plan:
-    """What a run would do: its cells and their estimated time (:mod:`dgbench.harness.costs`)."""
-
-    suite: str
-    cells: int
-    skipped: int
-    already_finished: int
-    workers: int
-    seconds: dict[str, float]  # estimated seconds of each cell to run, by key
-    longest: list[tuple[str, float]]  # the longest cells, described
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self.seconds.values())
-
-    @property
-    def wall_seconds(self) -> float:
-        """With ``workers`` workers: at least the longest cell, at best the total split evenly."""
-        return max(self.cpu_seconds / self.workers, max(self.seconds.values(), default=0.0))
-
-
-def plan(name: str, cells: list[Cell], out: Path, workers: int, device: str, threads: int | None = None) -> Plan:
-    """The cells ``run`` would compute in ``out`` and their estimated seconds, timed at
-    the thread count each worker would get."""
-    import torch
-
-    from dgbench.harness.costs import estimate
-    from dgbench.harness.local_backend import threads_per_worker
-
+def dry_plan(name: str, cells: list[Cell], out: Path, workers: int, device: str, threads: int | None = None,
+             seed_batching: bool = False) -> Plan:
+    """The plan a run would follow in ``out`` (read-only: nothing is written)."""
     try:
         finished, measured = stored_progress(out)
     except StoreError as err:
         raise UsageError(str(err)) from None
-    todo = [c for c in cells if c.key not in finished and not c.skip_reason]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or threads_per_worker(workers))
-    try:
-        seconds = estimate(todo, torch.device(device), measured)
-    finally:
-        torch.set_num_threads(previous)
-    by_key = {c.key: c for c in todo}
-    longest = [(f"{by_key[k].kind} {by_key[k].estimator} on {by_key[k].problem} (seed {by_key[k].seed})", s)
-               for k, s in sorted(seconds.items(), key=lambda item: -item[1])[:3]]
-    return Plan(name, len(cells), sum(1 for c in cells if c.skip_reason),
-                sum(1 for c in cells if c.key in finished), min(workers, max(1, len(todo))), seconds, longest)
-
-
-def plan_line(p: Plan) -> str:
-    def minutes(seconds: float) -> str:
-        if seconds < 1:
-            return "under 1 s"
-        if seconds >= 3600:
-            return f"{seconds / 3600:.1f} h"
-        return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-    longest = "; ".join(f"{what}: {minutes(s)}" for what, s in p.longest)
-    return (f"{p.suite}: {p.cells} cells ({p.skipped} skipped, {p.already_finished} already finished), "
-            f"{len(p.seconds)} to run: about {minutes(p.cpu_seconds)} of cell time, about {minutes(p.wall_seconds)} "
-            f"with {p.workers} worker(s) (an estimate from timing a few steps of each problem)"
-            + (f"; longest: {longest}" if longest else ""))
+    return make_plan(name, cells, finished=finished, measured=measured, device=device, workers=workers,
+                     threads=threads, seed_batching=seed_batching)
 
 
 def summary_line(summary: RunSummary) -> str:

@@ -1,7 +1,11 @@
-"""Seed-batched training: the seeds of one training cell as one stacked model.
+"""Seed-batched training: the seeds (and a grid's learning rates) of one training cell as
+one stacked model, trained by the one loop of :mod:`dgbench.harness.training`.
 
 The cells of a (problem configuration, estimator, hyperparameters, settings) that differ
-only in their seed train as one model with a leading member dimension: every parameter
+only in their seed and their learning-rate schedule (``lr``, ``lr_decay``,
+``lr_decay_every``: a grid's rates) train as one model with a leading member dimension;
+each member whose schedule differs gets its own optimiser parameter group of views into
+the stacked parameters. Every parameter
 of the problem is stacked over the members, its ``nn.Linear`` layers become batched
 matmuls (:class:`StackedLinear`), and one optimiser step updates all members. Each member
 keeps what its single-seed cell has: its initialisation (each member problem is built
@@ -26,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -39,20 +42,12 @@ from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
 from dgbench.harness import deferred as held_out
 from dgbench.harness import schedules
-from dgbench.harness.cells import (
-    Schedules,
-    _statistics,
-    batch_loss_scale,
-    defer_checks,
-    make_optimizer,
-    make_problem,
-    node_estimators,
-)
+from dgbench.harness.cells import _statistics, make_problem, node_estimators
 from dgbench.harness.checkpoints import Checkpoint
-from dgbench.harness.devices import peak_memory_mb, reset_peak_memory, stopwatch
+from dgbench.harness.devices import peak_memory_mb, reset_peak_memory
 from dgbench.harness.grids import MEMBER_AXES
-from dgbench.harness.seeding import derive_seed, make_generator
 from dgbench.harness.suites import Cell
+from dgbench.harness.training import Member, Schedules, batch_loss_scale, make_optimizer, train
 from dgbench.noise import MemberGenerators
 from dgbench.problems.base import Problem
 from dgbench.problems.registry import PROBLEMS
@@ -253,34 +248,6 @@ def member_axis(estimator: Estimator, logits_shape: torch.Size) -> int:
     return list(shape).index(NOISE_PROBE)
 
 
-class _Member:
-    """One member's record: its cell, problem, generators, series and outcome."""
-
-    def __init__(self, cell: Cell, problem: Problem, device: torch.device) -> None:
-        self.cell, self.problem = cell, problem
-        self.noise = make_generator(derive_seed("train", cell.problem, cell.options, cell.seed), device)
-        self.variance = make_generator(derive_seed("train-variance", cell.problem, cell.options, cell.seed), device)
-        self.data = make_generator(derive_seed("data", cell.problem, cell.options, cell.seed), torch.device("cpu"))
-        self.series: list[tuple] = []
-        self.objective, self.evaluation = math.nan, {}
-        self.status, self.reason, self.last_step = "done", None, 0
-
-    @property
-    def alive(self) -> bool:
-        return self.status == "done"
-
-    def generators(self) -> dict[str, torch.Generator]:
-        return {"noise": self.noise, "variance": self.variance, "data": self.data}
-
-    def record(self) -> dict[str, Any]:
-        return {"series": self.series, "objective": self.objective, "evaluation": self.evaluation,
-                "status": self.status, "reason": self.reason, "last_step": self.last_step}
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        self.series, self.objective, self.evaluation = saved["series"], saved["objective"], saved["evaluation"]
-        self.status, self.reason, self.last_step = saved["status"], saved["reason"], saved["last_step"]
-
-
 def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim.Optimizer, noise: MemberGenerators,
                members: list[Problem], data: list[torch.Generator], loss_scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """One seed-batched training step up to (not including) the optimiser step: each
@@ -303,172 +270,92 @@ def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim
     return objective, finite
 
 
-def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
-    """Train the group's cells as one seed-batched model; ``{"members": [result, ...]}``
-    in the order of ``group.cells``, each the result its own cell's run gives."""
-    cells, s = group.cells, group.cells[0].settings
-    size = len(cells)
-    members = [_Member(c, make_problem(c.problem, c.options, c.seed, device), device) for c in cells]
-    for member in members:
-        held_out.restrict(member.problem, member.cell.settings)
-    shell = stack_problem([m.problem for m in members])
-    estimators = node_estimators(shell, group.estimator_class, group.hyperparameters, device)
-    # stateless (else the group is refused): one instance serves every member's own checks
-    single_estimators = node_estimators(members[0].problem, group.estimator_class, group.hyperparameters, device)
-    (node,) = shell.node_names()
-    shell.take_member_batches([m.problem for m in members])
-    noise = MemberGenerators([m.noise for m in members], member_axis(estimators[node], shell.logits().shape))
-    params = list(shell.parameters())
-    momentum = schedules.protocol(s)["momentum"]
-    per_member = len({repr([c.settings.get(k) for k in MEMBER_AXES]) for c in cells}) > 1
-    if per_member:  # one parameter group per member, of views into the stacked parameters
-        views = [[p.detach()[m] for p in params] for m in range(size)]
-        optimizer = make_optimizer(s["optimizer"], [{"params": v, "lr": c.settings["lr"]} for v, c in zip(views, cells)],
-                                   s["lr"], device, momentum)
-        schedule = Schedules(s, optimizer, estimators, [c.settings for c in cells])
-    else:
-        optimizer = make_optimizer(s["optimizer"], params, s["lr"], device, momentum)
-        schedule = Schedules(s, optimizer, estimators)
+class StackedModel:
+    """A seed-batched group as one model of :func:`dgbench.harness.training.train`: the
+    members' problems stacked into one shell, one stateless estimator instance per node
+    (the group is refused otherwise), and one optimiser. Members that differ in their
+    learning-rate schedule (a grid's rates) each get a parameter group of views into the
+    stacked parameters; otherwise one group serves all."""
 
-    def share_gradients() -> None:
-        """The members' views see their slices of the stacked gradients."""
-        if per_member:
-            for m, member_views in enumerate(views):
-                for view, p in zip(member_views, params):
+    def __init__(self, group: CellGroup, device: torch.device) -> None:
+        cells, s = group.cells, group.cells[0].settings
+        self.device = device
+        self.members = [Member(c, make_problem(c.problem, c.options, c.seed, device), device) for c in cells]
+        for member in self.members:
+            held_out.restrict(member.problem, member.cell.settings)
+        self.shell = stack_problem([m.problem for m in self.members])
+        self.estimators = node_estimators(self.shell, group.estimator_class, group.hyperparameters, device)
+        # stateless (else the group is refused): one instance serves every member's own checks
+        self.single_estimators = node_estimators(self.members[0].problem, group.estimator_class,
+                                                 group.hyperparameters, device)
+        (node,) = self.shell.node_names()
+        self.problems = [m.problem for m in self.members]
+        self.datas = [m.data for m in self.members]
+        self.shell.take_member_batches(self.problems)
+        self.noise = MemberGenerators([m.noise for m in self.members],
+                                      member_axis(self.estimators[node], self.shell.logits().shape))
+        self.params = list(self.shell.parameters())
+        momentum = schedules.protocol(s)["momentum"]
+        self.per_member = len({repr([c.settings.get(k) for k in MEMBER_AXES]) for c in cells}) > 1
+        if self.per_member:  # one parameter group per member, of views into the stacked parameters
+            self.views = [[p.detach()[m] for p in self.params] for m in range(len(cells))]
+            groups = [{"params": v, "lr": c.settings["lr"]} for v, c in zip(self.views, cells)]
+            self.optimizer = make_optimizer(s["optimizer"], groups, s["lr"], device, momentum)
+            self.schedule = Schedules(s, self.optimizer, self.estimators, [c.settings for c in cells])
+        else:
+            self.optimizer = make_optimizer(s["optimizer"], self.params, s["lr"], device, momentum)
+            self.schedule = Schedules(s, self.optimizer, self.estimators)
+        self.deterministic = group.estimator_class.evals_per_sample is None
+        self.minimize = self.shell.minimize
+        self.evals_per_step = self.members[0].problem.evals_per_estimate(self.single_estimators)
+        self.extra_metrics = {"seed_batch_members": float(len(cells))}
+
+    def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        objective, finite = group_step(self.shell, self.estimators, self.optimizer, self.noise, self.problems,
+                                       self.datas, loss_scale)
+        if self.per_member:  # the members' views see their slices of the stacked gradients
+            for m, member_views in enumerate(self.views):
+                for view, p in zip(member_views, self.params):
                     view.grad = None if p.grad is None else p.grad[m]
-    loss_scale = batch_loss_scale(members[0].problem, s)
-    deterministic = group.estimator_class.evals_per_sample is None
-    watch, first, note = stopwatch(device), 1, None
-    saved = checkpoint.load() if checkpoint else None
-    if saved is not None:
-        shell.load_state_dict(saved["shell"])
-        optimizer.load_state_dict(saved["optimizer"])
-        for member, state in zip(members, saved["members"]):
-            member.problem.load_batch_state(state["batch"])
-            for name, g in member.generators().items():
-                g.set_state(state["generators"][name].to(g.get_state().device))
-            member.restore(state["record"])
-        watch.seconds, first = saved["seconds"], saved["step"] + 1
-        note = f"resumed from a checkpoint at step {saved['step']}"
-    deferred = defer_checks(device)
-    alive = torch.tensor([m.alive for m in members], device=device)
-    snapshot: list[Tensor] | None = None  # deferred: the parameters at the last check
-    pending: list[tuple[int, Tensor, Tensor]] = []
+        return objective, finite, {}
 
-    def seconds() -> float:  # a member's share of the group's time
-        return watch.seconds / size
+    def member_problem(self, m: int) -> Problem:
+        copy_member(self.shell, self.members[m].problem, m)
+        return self.members[m].problem
 
-    def log(member: _Member, step: int, value: float) -> None:
-        member.series.append((step, seconds(), "objective", value))
-        if schedule.temperature is not None:
-            member.series.append((step, seconds(), "temperature", schedule.temperature))
+    def statistics(self, m: int, replicas: int) -> dict[str, float]:
+        problem = self.member_problem(m)
+        return _statistics(problem, self.single_estimators, replicas, self.members[m].variance, self.device)
 
-    def evaluate(m: int) -> dict[str, float]:
-        copy_member(shell, members[m].problem, m)
-        return members[m].problem.evaluate()
+    def mask(self, keep: Tensor) -> None:
+        """Zero the gradients of the members not in ``keep`` (NaN included)."""
+        for p in self.params:
+            g = p.grad
+            if g is not None:
+                g.copy_(torch.where(keep.view(-1, *[1] * (g.dim() - 1)), g,
+                                    torch.zeros((), dtype=g.dtype, device=g.device)))
 
-    def diverge(m: int, step: int, value: float, restore: list[Tensor] | None) -> None:
-        member = members[m]
-        log(member, step, value)
-        member.objective, member.last_step = value, step
-        member.status, member.reason = "diverged", f"non-finite objective or gradient at step {step}"
-        if restore is not None:  # deferred: the steps since the last check were applied
-            with torch.no_grad():
-                for p, old in zip(params, restore):
-                    p[m].copy_(old[m])
-        member.evaluation = evaluate(m)
+    def snapshot(self) -> list[Tensor]:
+        return [p.detach().clone() for p in self.params]
 
-    problems, datas = [m.problem for m in members], [m.data for m in members]
-    step = first - 1
-    for step in range(first, s["steps"] + 1):
-        if not bool(alive.any()):
-            break
-        schedule.apply(step)
-        with watch.time():
-            objective, finite = group_step(shell, estimators, optimizer, noise, problems, datas, loss_scale)
-            share_gradients()
-            grads = [p.grad for p in params if p.grad is not None]
-            ok = finite & alive
-            if deferred:
-                pending.append((step, objective, finite))
-                _mask(grads, ok)
-                alive = ok
-            else:
-                bad = (alive & ~finite).nonzero().flatten().tolist()
-                for m in bad:  # before the step: its parameters are those its own cell ends at
-                    diverge(m, step, float(objective[m]), None)
-                if bad or not bool(alive.all()):
-                    _mask(grads, ok)
-                    alive = ok
-            optimizer.step()
-        checkpointing = checkpoint is not None and step < s["steps"] and checkpoint.due()
-        stride = (step % s["log_every"] == 0 or step % s["eval_every"] == 0 or step == s["steps"]
-                  or step % s["variance_every"] == 0 or checkpointing)
-        if deferred:
-            if not stride:
-                continue
-            checked, pending = pending, []
-            flags = torch.stack([c[2] for c in checked]).cpu()  # the one host sync of a stride
-            for m, member in enumerate(members):
-                if not member.alive:
-                    continue
-                bad = (~flags[:, m]).nonzero().flatten().tolist()
-                if bad:
-                    at, value = checked[bad[0]][0], float(checked[bad[0]][1][m])
-                    diverge(m, at, value, snapshot)
-            snapshot = [p.detach().clone() for p in params]
-        values_now = objective.tolist()
-        for m, member in enumerate(members):
-            if not member.alive:
-                continue
-            member.last_step = step
-            if step == s["steps"] or checkpointing:
-                member.objective = values_now[m]
-            if step % s["log_every"] == 0:
-                log(member, step, values_now[m])
-            if step % s["eval_every"] == 0 or step == s["steps"]:
-                member.evaluation = evaluate(m)
-                member.series.extend((step, seconds(), k, v) for k, v in member.evaluation.items())
-            if step % s["variance_every"] == 0 and not deterministic:
-                copy_member(shell, member.problem, m)
-                stats = _statistics(member.problem, single_estimators, s["variance_replicas"], member.variance, device)
-                member.series.extend((step, seconds(), f"grad_{k}", stats[k])
-                                     for k in ("variance_mean", "bias_norm", "mse"))
-        if checkpointing:
-            checkpoint.save({
-                "step": step, "shell": shell.state_dict(), "optimizer": optimizer.state_dict(),
-                "seconds": watch.seconds,
-                "members": [{"batch": m.problem.batch_state(), "record": m.record(),
-                             "generators": {name: g.get_state() for name, g in m.generators().items()}}
-                            for m in members],
-            })
-    evals = members[0].problem.evals_per_estimate(single_estimators)
-    results = []
-    for m, member in enumerate(members):
-        steps_run = member.last_step if member.status == "diverged" else step
-        metrics = {
-            "steps_run": steps_run,
-            "final_objective": member.objective,
-            "seconds_per_step": watch.seconds / max(1, step) / size,
-            "evals_per_step": evals,
-            "minimize": float(shell.minimize),
-            "seed_batch_members": float(size),
-        }
-        metrics.update({f"final_{k}": v for k, v in member.evaluation.items()})
-        reason = member.reason or note
-        result = {"status": member.status, "reason": reason, "metrics": metrics, "series": member.series}
-        if member.cell.settings.get(held_out.DEFER):  # a diverged member's problem holds its evaluated parameters
-            if member.alive:
-                copy_member(shell, member.problem, m)
-            result["final_state"] = held_out.final_state(member.problem)
-        results.append(result)
-    return {"members": results}
+    def restore(self, m: int, snapshot: list[Tensor]) -> None:
+        with torch.no_grad():
+            for p, old in zip(self.params, snapshot):
+                p[m].copy_(old[m])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shell": self.shell.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shell.load_state_dict(state["shell"])
 
 
-def _mask(grads: list[Tensor], keep: Tensor) -> None:
-    """Zero the gradients of the members not in ``keep`` (NaN included)."""
-    for g in grads:
-        g.copy_(torch.where(keep.view(-1, *[1] * (g.dim() - 1)), g, torch.zeros((), dtype=g.dtype, device=g.device)))
+def train_group(group: CellGroup, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    """Train the group's cells as one stacked model; ``{"members": [result, ...]}`` in the
+    order of ``group.cells``, each the result its own cell's run gives."""
+    model = StackedModel(group, device)
+    s = group.cells[0].settings
+    return {"members": train(model, s, device, checkpoint, batch_loss_scale(model.members[0].problem, s))}
 
 
 def run_group(group: CellGroup, device: str = "cpu", checkpoint: Checkpoint | None = None) -> dict[str, Any]:

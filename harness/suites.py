@@ -434,7 +434,8 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
             incompatible = incompatibility(pcls, ecls, spec["options"])
             measured: set[str] = set()  # gradient statistics: once per hyperparameter point, not per lr
             axes = suite.problem_grid(spec, eid)
-            tuned = grids.tuned_settings(pcls, spec["options"], suite.selection(spec)) if grids.size(axes) > 1 else {}
+            size = len(grids.points(axes, ecls))
+            tuned = grids.tuned_settings(pcls, spec["options"], suite.selection(spec), size) if size > 1 else {}
             for point in grids.points(axes, ecls):
                 training_point, hyper_point = grids.split(point)
                 hyper = {**suite.hyperparameters.get(eid, {}), **hyper_point}

@@ -16,6 +16,7 @@ from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness import cells as cells_module
 from dgbench.harness import seed_batching
+from dgbench.harness import training as training_module
 from dgbench.harness.cells import run_cell
 from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.costs import Calibration, estimate, predicted_seconds
@@ -232,8 +233,7 @@ def poison(seed: int, at_call: int, monkeypatch) -> None:
 @pytest.mark.parametrize("deferred", [False, True], ids=["checked-every-step", "deferred-checks"])
 def test_a_diverging_member_ends_alone_as_its_own_cell_would(monkeypatch, deferred):
     poison(seed=1, at_call=12, monkeypatch=monkeypatch)
-    monkeypatch.setattr(seed_batching, "defer_checks", lambda device: deferred)
-    monkeypatch.setattr(cells_module, "defer_checks", lambda device: deferred)
+    monkeypatch.setattr(training_module, "defer_checks", lambda device: deferred)
     settings = {**SETTINGS, "steps": 30, "log_every": 5, "eval_every": 10, "variance_every": 1000}
     cells = training_cells("vae-bernoulli-digits", "rloo", settings)
     result = train_group(CellGroup(tuple(cells)), torch.device("cpu"))["members"]

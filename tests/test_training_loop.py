@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from dgbench.harness import cells as cells_module
 from dgbench.harness import devices
+from dgbench.harness import training as training_module
 from dgbench.harness.cells import run_cell
 from dgbench.harness.suites import Cell
 from dgbench.problems import PROBLEMS
@@ -30,7 +30,7 @@ def without_time(result):
 def test_deferred_checks_give_the_numbers_of_per_step_checks(monkeypatch, estimator):
     cell = Cell("train", "vae-bernoulli-tiny", dict(SMALL_OPTIONS["vae-bernoulli-tiny"]), estimator, {}, 0, SETTINGS)
     checked = run_cell(cell)
-    monkeypatch.setattr(cells_module, "defer_checks", lambda device: True)
+    monkeypatch.setattr(training_module, "defer_checks", lambda device: True)
     deferred = run_cell(cell)
     assert checked["status"] == "done" and without_time(deferred) == without_time(checked)
 
@@ -49,7 +49,7 @@ class NaNFromStepSix(BernoulliToy):
 def test_a_divergence_is_reported_at_its_first_bad_step_and_evaluated_before_it(monkeypatch, deferred):
     monkeypatch.setitem(PROBLEMS, "nan-from-step-six", NaNFromStepSix)
     monkeypatch.setattr(NaNFromStepSix, "calls", 0)
-    monkeypatch.setattr(cells_module, "defer_checks", lambda device: deferred)
+    monkeypatch.setattr(training_module, "defer_checks", lambda device: deferred)
     settings = {**SETTINGS, "log_every": 4, "variance_every": 100}
     result = run_cell(Cell("train", "nan-from-step-six", {"dim": 3}, "reinforce", {}, 0, settings))
     assert result["status"] == "diverged" and result["reason"] == "non-finite objective or gradient at step 6"
