@@ -11,6 +11,10 @@ parameters before its bad step, as its own cell records). Among the points that 
 the selected one maximises ``sign * mean`` (sign +1 for ``max``, -1 for ``min``); a
 non-finite mean is the worst value. Exact ties go to the point listed first in the grid,
 so the choice never depends on the order results arrived in.
+
+A point whose seeds were stopped early by successive halving (``pruned``,
+:mod:`dgbench.harness.halving`) is *settled* but never a candidate: its values are those
+of a shorter run. A grid is settled when every point is complete or pruned.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FINISHED = ("done", "diverged")
+PRUNED = "pruned"
 DIRECTIONS = ("max", "min")
 
 
@@ -44,10 +49,16 @@ class PointResult:
     planned: int
     finished: int = 0
     values: list[float] = field(default_factory=list)  # finite values of the selection metric
+    pruned: int = 0  # seeds stopped early by successive halving
 
     @property
     def complete(self) -> bool:
         return self.planned > 0 and self.finished == self.planned
+
+    @property
+    def settled(self) -> bool:
+        """Complete, or stopped by successive halving: nothing more will be computed."""
+        return self.complete or (self.pruned > 0 and self.pruned + self.finished == self.planned)
 
     @property
     def mean(self) -> float:
@@ -98,7 +109,7 @@ def select(points: list[PointResult], direction: str, allow_partial: bool = Fals
     candidates = [p for p in points if p.complete]
     partial = False
     if not candidates and allow_partial:
-        candidates, partial = [p for p in points if p.finished], True
+        candidates, partial = [p for p in points if p.finished and not p.pruned], True
     if not candidates:
         return Selection(points, None, direction)
     best = candidates[0]
@@ -115,6 +126,8 @@ def from_records(records: list[tuple[dict[str, Any], str | None, float | None]],
     by_key = {point_key(p): PointResult(dict(p), seeds) for p in grid_order}
     for point, status, value in records:
         result = by_key.get(point_key(point))
+        if result is not None and status == PRUNED:
+            result.pruned += 1
         if result is None or status not in FINISHED:
             continue
         result.finished += 1

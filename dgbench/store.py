@@ -12,7 +12,7 @@ Schema (see README, "Results database"):
              versions, CPU model, threads, device, workers) and start/end time
 ``cells``    one row per finished cell: key, run_id, kind, problem, options (JSON),
              estimator, hyperparameters (JSON), seed, status (done/diverged/failed/
-             skipped), reason, traceback, started, finished, grid (JSON: the cell's
+             skipped/pruned), reason, traceback, started, finished, grid (JSON: the cell's
              point of the suite's grid, {} without one)
 ``metrics``  (cell_key, name, value): scalar results
 ``series``   (cell_key, step, wall, name, value): time series along training
@@ -37,6 +37,24 @@ import pandas as pd
 
 from dgbench.strict_json import json_safe
 
+STATUSES = ("done", "diverged", "failed", "skipped", "pruned")
+CELLS_COLUMNS = ("key, run_id, kind, problem, options, estimator, hyperparameters, seed, status, reason, traceback, "
+                 "started, finished, grid")
+
+
+def _cells_table(name: str = "cells") -> str:
+    statuses = ", ".join(f"'{s}'" for s in STATUSES)
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
+    key TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    kind TEXT NOT NULL, problem TEXT NOT NULL, options TEXT NOT NULL,
+    estimator TEXT NOT NULL, hyperparameters TEXT NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ({statuses})),
+    reason TEXT, traceback TEXT, started REAL, finished REAL,
+    grid TEXT NOT NULL DEFAULT '{{}}'
+);"""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS suite (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -44,15 +62,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL NOT NULL, finished REAL,
     provenance TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS cells (
-    key TEXT PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    kind TEXT NOT NULL, problem TEXT NOT NULL, options TEXT NOT NULL,
-    estimator TEXT NOT NULL, hyperparameters TEXT NOT NULL, seed INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('done', 'diverged', 'failed', 'skipped')),
-    reason TEXT, traceback TEXT, started REAL, finished REAL,
-    grid TEXT NOT NULL DEFAULT '{}'
-);
+{CELLS_TABLE}
 CREATE TABLE IF NOT EXISTS metrics (
     cell_key TEXT NOT NULL REFERENCES cells(key), name TEXT NOT NULL, value REAL,
     PRIMARY KEY (cell_key, name)
@@ -67,7 +77,7 @@ CREATE TABLE IF NOT EXISTS catalog (
     kind TEXT NOT NULL CHECK (kind IN ('problem', 'estimator')), id TEXT NOT NULL, info TEXT NOT NULL,
     PRIMARY KEY (kind, id)
 );
-"""
+""".replace("{CELLS_TABLE}", _cells_table())
 
 DB_NAME = "results.db"
 FINISHED_KEYS = "SELECT key FROM cells WHERE status != 'failed'"  # failed cells are retried
@@ -250,10 +260,26 @@ class ResultStore:
             self.db.executescript(SCHEMA)
             if "grid" not in {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}:  # a pre-grid database
                 self.db.execute("ALTER TABLE cells ADD COLUMN grid TEXT NOT NULL DEFAULT '{}'")
+            self._allow_every_status()
         except sqlite3.Error as err:
             os.close(self._lock)
             raise StoreError(f"{self.path} is not a usable dgbench results database ({err}); move it away or "
                              "use another --out") from None
+
+    def _allow_every_status(self) -> None:
+        """A database written before a status existed (``pruned``) refuses it in its CHECK
+        constraint, which SQLite cannot alter: the cells table is rebuilt with today's, in
+        one transaction (its rows, keys and order unchanged)."""
+        (sql,) = self.db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'cells'").fetchone()
+        if all(f"'{s}'" in sql for s in STATUSES):
+            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DROP TABLE IF EXISTS cells_migrated")
+            self.db.execute(_cells_table("cells_migrated"))
+            self.db.execute(f"INSERT INTO cells_migrated ({CELLS_COLUMNS}) SELECT {CELLS_COLUMNS} FROM cells")
+            self.db.execute("DROP TABLE cells")
+            self.db.execute("ALTER TABLE cells_migrated RENAME TO cells")
 
     def close(self) -> None:
         self.db.close()

@@ -198,7 +198,8 @@ class SingleModel:
 
 def _train(cell: Cell, device: torch.device, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     model = SingleModel(cell, device)
-    return train(model, cell.settings, device, checkpoint, batch_loss_scale(model.problem, cell.settings))[0]
+    return train(model, cell.settings, device, checkpoint, batch_loss_scale(model.problem, cell.settings),
+                 stop_at=cell.stop_at)[0]
 
 
 RUNNERS = {"gradstats": _gradstats, "train": _train}

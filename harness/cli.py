@@ -121,6 +121,11 @@ def _use_data_dir(directory: str | None) -> None:
         os.environ["DGBENCH_DATA_DIR"] = str(Path(directory).expanduser().resolve())
 
 
+PRUNE_HELP = ("halving: train each grid by successive halving (at each rung the better half of the grid points, by "
+              "the mean over seeds of the selection metric, trains on; the others stop early, stored as pruned); "
+              "none (default): every point trains to the end")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _use_data_dir(args.data_dir)
     summary = run(args.suite, args.out, problems=_ids(args.problems), estimators=_ids(args.estimators),
@@ -128,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
                   update_suite=args.update_suite, cell_timeout=args.cell_timeout,
                   checkpoint_every=args.checkpoint_every, in_process=args.in_process, dry_run=args.dry_run,
-                  threads=args.threads, seed_batching=args.seed_batching)
+                  threads=args.threads, seed_batching=args.seed_batching, prune=args.prune)
     if args.dry_run:
         print(plan_line(summary))
         return 0
@@ -177,15 +182,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                                    rows=_ids(args.rows), columns=_ids(args.columns), eval_examples=args.eval_examples,
                                    workers=args.workers, device=args.device, threads=args.threads,
                                    anneal_rates=anneal_rates, anneal_every=anneal_every,
-                                   column_lrs=column_lrs or None)))
+                                   column_lrs=column_lrs or None, prune=args.prune)))
         return 0
     result = rp.reproduce(args.name, args.out, seeds=args.seeds, steps_scale=args.steps_scale, lrs=lrs,
                           rows=_ids(args.rows), columns=_ids(args.columns), eval_examples=args.eval_examples,
                           workers=args.workers, device=args.device, progress=not args.quiet,
                           in_process=args.in_process, threads=args.threads, report_only=args.report_only,
                           anneal_rates=anneal_rates, anneal_every=anneal_every, column_lrs=column_lrs or None,
-                          command=command)
-    counts = ", ".join(f"{result.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
+                          command=command, prune=args.prune)
+    counts = ", ".join(f"{result.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed", "pruned")
+                       if k != "pruned" or result.counts.get(k))
     from dgbench.reports.reproduction import agrees
 
     tolerance = rp.load(args.name).tolerance
@@ -323,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the seeds of a training cell as one stacked model (stateless estimators on "
                             "problems that declare it; the rest run per seed): on, off, or auto (default: on "
                             "CUDA only)")
+    p_run.add_argument("--prune", default="none", choices=["none", "halving"], help=PRUNE_HELP)
     p_run.add_argument("--dry-run", action="store_true",
                        help="compute nothing: print the number of cells and an estimate of their time")
     p_run.add_argument("--in-process", action="store_true",
@@ -376,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_rpr.add_argument("--out", help="results directory (default results/reproductions/NAME)")
     p_rpr.add_argument("--quiet", action="store_true", help="no progress bar")
     p_rpr.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
+    p_rpr.add_argument("--prune", default="none", choices=["none", "halving"],
+                       help=PRUNE_HELP + "; not the paper's protocol: listed among the run's differences")
     p_rpr.set_defaults(func=cmd_reproduce)
 
     p_rep = sub.add_parser("report", help="tables, figures and an HTML page for a results directory")

@@ -43,6 +43,7 @@ class Calibration:
     step_seconds: float  # one training step of reinforce with one sample
     evaluation_seconds: float  # one evaluate()
     replica_seconds: float  # one replica of a vectorised batch of reinforce estimates
+    split_seconds: dict[str, float] | None = None  # evaluation_seconds by split, where a problem evaluates by split
 
 
 def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Calibration:
@@ -59,28 +60,40 @@ def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Ca
     for _ in range(TIMED):
         train_step(instance, estimators, optimizer, generator, data)
     step = (time.perf_counter() - start) / TIMED
-    evaluation = _evaluation_seconds(instance, problem, options, device)
+    splits = _evaluation_seconds(instance, problem, options, device)
     replicated_gradients(instance, estimators, REPLICAS, generator)
     start = time.perf_counter()
     replicated_gradients(instance, estimators, REPLICAS, generator)
-    return Calibration(step, evaluation, (time.perf_counter() - start) / REPLICAS)
+    return Calibration(step, sum(splits.values()), (time.perf_counter() - start) / REPLICAS,
+                       splits if len(splits) > 1 or "" not in splits else None)
 
 
 CALIBRATION_EXAMPLES = 32
 
 
-def _evaluation_seconds(instance: Any, problem: str, options: dict[str, Any], device: torch.device) -> float:
-    """One ``evaluate()``. A problem that evaluates bounds on whole data splits (with up to
-    1000 samples per example: minutes) is timed on a few examples and scaled up."""
+def _evaluation_seconds(instance: Any, problem: str, options: dict[str, Any], device: torch.device
+                        ) -> dict[str, float]:
+    """The seconds of one ``evaluate()``, by split where the problem evaluates split by
+    split (``{"": seconds}`` otherwise). A problem that evaluates bounds on whole data
+    splits (with up to 1000 samples per example: minutes) is timed on a few examples of
+    each split and scaled up."""
     examples = getattr(instance, "evaluation_examples", None)
+    splits = instance.evaluation_splits()
     if examples is None or "eval_examples" not in type(instance).default_options() or examples() <= CALIBRATION_EXAMPLES:
         start = time.perf_counter()
         instance.evaluate()
-        return time.perf_counter() - start
-    small = make_problem(problem, {**options, "eval_examples": CALIBRATION_EXAMPLES}, 0, device)
-    start = time.perf_counter()
-    small.evaluate()
-    return (time.perf_counter() - start) * examples() / max(1, small.evaluation_examples())
+        return {"": time.perf_counter() - start}
+    out = {}
+    for split in splits or ("",):
+        small = make_problem(problem, {**options, "eval_examples": CALIBRATION_EXAMPLES}, 0, device)
+        if split:
+            small.restrict_evaluation({split})
+        start = time.perf_counter()
+        small.evaluate()
+        seconds = time.perf_counter() - start
+        scale = instance.evaluation_examples(split or None) / max(1e-9, small.evaluation_examples(split or None))
+        out[split] = seconds * scale
+    return out
 
 
 def evaluations(cell: Cell) -> float:
@@ -91,41 +104,78 @@ def evaluations(cell: Cell) -> float:
     return float(samples * cls.evals_per_sample + cls.extra_evals)
 
 
-def evaluation_shares(cell: Cell) -> tuple[float, float]:
+def evaluation_shares(cell: Cell, split_seconds: dict[str, float] | None = None) -> tuple[float, float]:
     """The shares of a full evaluation a training cell runs along training and, for its
     selected point only, at the end: ``(1, 0)`` unless a grid defers splits
-    (:mod:`dgbench.harness.deferred`), each split counted alike."""
+    (:mod:`dgbench.harness.deferred`); each split weighs its calibrated seconds where
+    known (a cheaper validation bound, ``valid_iw_samples``), else all alike."""
     deferred = {x for x in (cell.settings.get("defer_splits") or "").split(",") if x}
     splits = cell.options.get("eval_splits", PROBLEMS[cell.problem].default_options().get("eval_splits"))
     if not deferred or not isinstance(splits, str):
         return 1.0, 0.0
     named = [x for x in splits.replace(" ", "").split(",") if x]
     along = {x for x in (cell.settings.get("eval_along") or "").split(",") if x} or set(named) - deferred
-    return (sum(x in along for x in named) / max(1, len(named)),
-            sum(x in deferred for x in named) / max(1, len(named)))
+    weight = {x: (split_seconds or {}).get(x, 1.0 if not split_seconds else 0.0) for x in named}
+    total = sum(weight.values()) or 1.0
+    return (sum(w for x, w in weight.items() if x in along) / total,
+            sum(w for x, w in weight.items() if x in deferred) / total)
+
+
+def evaluations_along(steps: int, eval_every: int) -> int:
+    """How many evaluations training runs: at every multiple of ``eval_every`` in
+    ``1..steps``, and at the last step when it is not one (never at step 0)."""
+    return steps // eval_every + (1 if steps % eval_every else 0)
+
+
+@dataclass(frozen=True)
+class CellCost:
+    """A training cell's predicted seconds by where they go."""
+
+    steps: float  # the training steps (with the gradient statistics along them)
+    evaluation: float  # one evaluation of the splits read along training
+    evaluations: int  # how many of them
+    deferred: float  # the cell's share of the held-out evaluation at the selected point
+
+    @property
+    def seconds(self) -> float:
+        return self.steps + self.evaluation * self.evaluations + self.deferred
+
+    def pruned(self, share: float, rung_evaluations: float) -> float:
+        """The expected seconds under successive halving: ``share`` of the steps (and of
+        the evaluations along them) and ``rung_evaluations`` more evaluations."""
+        return self.steps * share + self.evaluation * (self.evaluations * share + rung_evaluations) + self.deferred
+
+
+def training_cost(cell: Cell, calibration: Calibration) -> CellCost:
+    """The model of the module docstring for a training cell; a grid's deferred splits cost
+    one evaluation shared by the entry's grid points (only the selected point runs it)."""
+    s, e = cell.settings, evaluations(cell)
+    steps = s["steps"]
+    along, later = evaluation_shares(cell, calibration.split_seconds)
+    return CellCost(steps * calibration.step_seconds * e
+                    + steps // s["variance_every"] * s["variance_replicas"] * calibration.replica_seconds * e,
+                    calibration.evaluation_seconds * along, evaluations_along(steps, s["eval_every"]),
+                    calibration.evaluation_seconds * later / s.get("grid_points", 1))
 
 
 def predicted_seconds(cell: Cell, calibration: Calibration) -> float:
-    """The model of the module docstring; a grid's deferred splits cost one evaluation
-    shared by the entry's grid points (only the selected point runs it)."""
-    s, e = cell.settings, evaluations(cell)
+    """The model of the module docstring."""
     if cell.kind == "gradstats":
-        return s["replicas"] * calibration.replica_seconds * e
-    steps = s["steps"]
-    along, later = evaluation_shares(cell)
-    return (steps * calibration.step_seconds * e
-            + (steps // s["eval_every"] + 1) * calibration.evaluation_seconds * along
-            + calibration.evaluation_seconds * later / s.get("grid_points", 1)
-            + steps // s["variance_every"] * s["variance_replicas"] * calibration.replica_seconds * e)
+        return cell.settings["replicas"] * calibration.replica_seconds * evaluations(cell)
+    return training_cost(cell, calibration).seconds
 
 
 def configuration(cell: Cell) -> tuple[str, str]:
     return cell.problem, json.dumps(cell.options, sort_keys=True)
 
 
-def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float] | None = None) -> dict[str, float]:
+def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float] | None = None,
+             pruned: dict[str, tuple[float, float]] | None = None) -> dict[str, float]:
     """Predicted (or measured) seconds of every runnable cell, by key (calibrated on the
-    CPU where ``device`` is not on this machine, e.g. the GPUs of remote Dask workers)."""
+    CPU where ``device`` is not on this machine, e.g. the GPUs of remote Dask workers).
+    ``pruned``: the cells successive halving applies to, with their expected
+    ``(share of steps, rung evaluations)`` (:func:`dgbench.harness.halving.expected_share`)."""
+    pruned = pruned or {}
     measured = measured or {}
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
@@ -140,6 +190,8 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
                 calibrations[config] = calibrate(cell.problem, cell.options, device)
             except Exception:  # the cell itself will report what is wrong; here it only loses its place
                 calibrations[config] = Calibration(0.0, 0.0, 0.0)
+        if cell.key in pruned:
+            return training_cost(cell, calibrations[config]).pruned(*pruned[cell.key])
         return predicted_seconds(cell, calibrations[config])
 
     out = {}

@@ -14,6 +14,7 @@ import time
 from tqdm import tqdm
 
 from dgbench.errors import Interrupted, Terminated
+from dgbench.harness import halving
 from dgbench.harness.backends import Backend
 from dgbench.harness.cells import run_cell
 from dgbench.harness.checkpoints import remove_checkpoint, remove_stale_files
@@ -38,17 +39,18 @@ def _capabilities(cell: Cell) -> dict:
 
 
 def execute(cells: list[Cell], store: ResultStore, backend: Backend, *, name: str, device: str,
-            progress: bool = True, seed_batching: bool = False) -> dict[str, int]:
+            progress: bool = True, seed_batching: bool = False, prune: str = "none") -> dict[str, int]:
     """One recorded run of ``cells`` into ``store`` on ``backend``: plan what is left
     (:func:`dgbench.harness.planning.make_plan`), record the provenance (with the
     backend's facts and the plan's groups), run the plan, and evaluate the held-out splits
-    of the selected grid points; counts by status. Raises
+    of the selected grid points; counts by status. ``prune="halving"``: grids train by
+    successive halving (:mod:`dgbench.harness.halving`). Raises
     :class:`dgbench.errors.Interrupted` when stopped by Ctrl-C or SIGTERM (the cells
     finished until then are stored)."""
     remove_stale_files(store.directory)  # the partial files of writers that died
     workers = getattr(backend, "workers", 1)
     plan = make_plan(name, cells, finished=store.finished_keys(), measured=store.durations(), device=device,
-                     workers=workers, threads=backend.threads, seed_batching=seed_batching)
+                     workers=workers, threads=backend.threads, seed_batching=seed_batching, prune=prune)
     with backend.session(store) as facts:
         info = provenance(device, min(workers, max(1, len(cells))), backend.threads)
         info.update(facts)
@@ -56,6 +58,7 @@ def execute(cells: list[Cell], store: ResultStore, backend: Backend, *, name: st
                             {c.estimator: _capabilities(c) for c in cells})
         store.add_suite_cells(c.key for c in cells)
         info["seed_batching"] = plan.batching_summary()
+        info["prune"] = prune
         run_id = store.start_run(time.time(), info)
         counts = run_plan(plan, store, run_id, backend, device=device, progress=progress)
         store.finish_run(run_id, time.time())
@@ -74,6 +77,11 @@ def run_plan(plan: Plan, store: ResultStore, run_id: int, backend: Backend, *, d
     bar = tqdm(total=len(plan.skipped) + plan.cells_to_run, unit="cell", disable=not progress, dynamic_ncols=True)
 
     def record_one(cell: Cell, result: dict) -> None:
+        if result["status"] == "paused":  # a rung of successive halving: its checkpoint stays
+            halving.save_paused(store.directory, cell.key, cell.stop_at, result)
+            bar.set_postfix_str(f"{cell.estimator} on {cell.problem}: paused at step {cell.stop_at}", refresh=False)
+            bar.refresh()
+            return
         state = result.pop("final_state", None)
         if state is not None:  # before the cell is stored: a stored cell always has its final parameters
             save_final(store.directory, cell.key, state)
@@ -94,7 +102,13 @@ def run_plan(plan: Plan, store: ResultStore, run_id: int, backend: Backend, *, d
     try:
         for cell in plan.skipped:
             record(cell, run_cell(cell, device))
-        if plan.units:
+        if plan.units and plan.prune == "halving":
+            pruned = halving.shares(plan.cells)
+            halving.run_rungs(plan.cells, [u for u in plan.units if u.key not in pruned], store,
+                              lambda units: backend.run(sorted(units, key=lambda u: -plan.seconds.get(u.key, 0.0)),
+                                                        record),
+                              record_one)
+        elif plan.units:
             backend.run(plan.units, record)
         evaluated = evaluate_selected(plan.cells, store, device, progress)
         if evaluated and progress:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dgbench.harness import halving
 from dgbench.harness.costs import estimate, longest_first
 from dgbench.harness.local_backend import threads_per_worker
 from dgbench.harness.seed_batching import CellGroup, group_cells
@@ -38,6 +39,7 @@ class Plan:
     workers: int
     seed_batching: bool = False
     per_seed: dict[str, int] = field(default_factory=dict)  # training cells kept per seed, by reason
+    prune: str = "none"  # "halving": grids train by successive halving (dgbench.harness.halving)
 
     @property
     def cells_to_run(self) -> int:
@@ -70,9 +72,15 @@ class Plan:
 
 
 def make_plan(name: str, cells: list[Cell], *, finished: set[str], measured: dict[str, float], device: str,
-              workers: int, threads: int | None = None, seed_batching: bool = False) -> Plan:
+              workers: int, threads: int | None = None, seed_batching: bool = False, prune: str = "none") -> Plan:
     """The plan of ``cells`` given the keys already ``finished`` and the seconds
-    ``measured`` in earlier runs (see the module docstring)."""
+    ``measured`` in earlier runs (see the module docstring). ``prune="halving"``: the
+    cells of grids cost their expected share under successive halving (and are never
+    stacked)."""
+    if prune not in halving.METHODS:
+        raise ValueError(f"prune must be one of {', '.join(halving.METHODS)}, got {prune!r}")
+    if prune == "halving" and seed_batching:
+        raise ValueError("successive halving runs cell by cell: it cannot be combined with seed batching")
     todo = [c for c in cells if c.key not in finished]
     skipped = [c for c in todo if c.skip_reason]
     runnable: list[Cell | CellGroup] = [c for c in todo if not c.skip_reason]
@@ -83,11 +91,12 @@ def make_plan(name: str, cells: list[Cell], *, finished: set[str], measured: dic
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or threads_per_worker(workers))
     try:
-        seconds = estimate(runnable, torch.device(device), measured)
+        seconds = estimate(runnable, torch.device(device), measured,
+                           halving.shares(cells) if prune == "halving" else None)
     finally:
         torch.set_num_threads(previous)
     return Plan(name, cells, finished & {c.key for c in cells}, skipped, longest_first(runnable, seconds), seconds,
-                workers, seed_batching, per_seed)
+                workers, seed_batching, per_seed, prune)
 
 
 def plan_line(plan: Plan) -> str:
@@ -106,5 +115,6 @@ def plan_line(plan: Plan) -> str:
     return (f"{plan.name}: {len(plan.cells)} cells ({sum(1 for c in plan.cells if c.skip_reason)} skipped, "
             f"{len(plan.finished)} already finished), {plan.cells_to_run} to run{grouped}: about "
             f"{minutes(plan.cpu_seconds)} of cell time, about {minutes(plan.wall_seconds)} with {plan.workers} "
-            "worker(s) (an estimate from timing a few steps of each problem)"
+            "worker(s) (an estimate from timing a few steps of each problem"
+            + ("; grids pruned by successive halving" if plan.prune == "halving" else "") + ")"
             + (f"; longest: {longest}" if longest else ""))

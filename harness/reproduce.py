@@ -423,9 +423,12 @@ def entries(rep: Reproduction, planned: list[Planned], out: Path) -> tuple[list[
             run_id = int(cells[p.cell.key]["run_id"])
             used[run_id] = used.get(run_id, 0) + 1
         diverged = sum(1 for p in finished(points[best]) if cells[p.cell.key]["status"] == "diverged")
-        complete = sum(point.complete for point in chosen.points)
-        status = "measured" if complete == len(points) else \
-            f"measured; {len(points) - complete} of {len(points)} grid points not finished"
+        settled = sum(point.settled for point in chosen.points)
+        status = "measured" if settled == len(points) else \
+            f"measured; {len(points) - settled} of {len(points)} grid points not finished"
+        cut = sum(1 for point in chosen.points if point.pruned)
+        if cut:
+            status += f"; {cut} of {len(points)} grid points pruned by successive halving"
         if all(v is None for v in values):
             status = f"finished without a value of {rep.metric}"
         if diverged:
@@ -463,7 +466,7 @@ def dry_run(name: str, out: str | Path | None = None, *, seeds: int = 2, steps_s
             lrs: list[float] | None = None, rows: list[str] | None = None, columns: list[str] | None = None,
             eval_examples: int | None = None, workers: int = 1, device: str = "cpu", threads: int | None = None,
             anneal_rates: list[float] | None = None, anneal_every: list[int] | None = None,
-            column_lrs: dict[str, list[float]] | None = None) -> Any:
+            column_lrs: dict[str, list[float]] | None = None, prune: str = "none") -> Any:
     """What ``reproduce`` would compute and its estimated time (:func:`dgbench.harness.run.plan`:
     the cells not finished in ``out``, timed from a few steps of each problem)."""
     from dgbench.harness.devices import DeviceUnavailable, resolve_device
@@ -481,7 +484,7 @@ def dry_run(name: str, out: str | Path | None = None, *, seeds: int = 2, steps_s
     cells = [p.cell for p in planned]
     check_data(cells)
     out = Path(out or f"results/reproductions/{out_label(rep, steps_scale)}")
-    return dry_plan(out_label(rep, steps_scale), cells, out, workers, device, threads)
+    return dry_plan(out_label(rep, steps_scale), cells, out, workers, device, threads, prune=prune)
 
 
 @dataclass
@@ -499,10 +502,13 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
               eval_examples: int | None = None, workers: int = 1, device: str = "cpu", progress: bool = False,
               in_process: bool = False, threads: int | None = None, report_only: bool = False,
               anneal_rates: list[float] | None = None, anneal_every: list[int] | None = None,
-              column_lrs: dict[str, list[float]] | None = None, command: str = "") -> ReproductionRun:
+              column_lrs: dict[str, list[float]] | None = None, command: str = "",
+              prune: str = "none") -> ReproductionRun:
     """Run reproduction ``name`` into ``out`` (resuming what is there) and write its report
     (``report.md``, ``report.csv``) there. ``report_only``: compute nothing, report what
-    is stored (a run still in progress elsewhere, or one that was cut short)."""
+    is stored (a run still in progress elsewhere, or one that was cut short).
+    ``prune="halving"``: grids by successive halving (:mod:`dgbench.harness.halving`), a
+    difference from the protocol that the report lists (never the default)."""
     from dgbench.harness.backends import make_backend
     from dgbench.harness.execution import execute
     from dgbench.harness.run import check_data, open_results
@@ -532,7 +538,7 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
             backend = make_backend("local", workers=min(workers, max(1, len(cells))), device=device, threads=threads,
                                    in_process=in_process)
             counts = execute(cells, store, backend, name=out_label(rep, steps_scale), device=device,
-                             progress=progress)
+                             progress=progress, prune=prune)
         except StoreError as err:
             raise UsageError(str(err)) from None
         finally:
@@ -552,6 +558,11 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 2, steps
         notes.append("temperature-annealing grid restricted to "
                      + "; ".join(x for x in (f"r in {anneal_rates}" if anneal_rates else "",
                                              f"N in {anneal_every}" if anneal_every else "") if x))
+    pruned = [e for e in table if "pruned by successive halving" in e.status]
+    if pruned:  # from what is stored, whichever command pruned it
+        notes.append(f"GRIDS PRUNED: successive halving (--prune halving) stopped grid points early in {len(pruned)} "
+                     "entries; the paper trains every grid point to the end, and a slow learner cut at an early "
+                     "rung may have been the better choice")
     unfinished = [e for e in table if e.status.startswith("not finished")]
     if unfinished:
         notes.append(f"{len(unfinished)} of {len(table)} entries have no finished cell yet; rerun the command to complete them")

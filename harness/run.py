@@ -17,6 +17,7 @@ from dgbench.errors import UsageError
 from dgbench.harness.backends import make_backend
 from dgbench.harness.devices import DeviceUnavailable, resolve_device
 from dgbench.harness.execution import execute
+from dgbench.harness.halving import METHODS as HALVING_METHODS
 from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT, WorkersCannotStart
 from dgbench.harness.planning import Plan, make_plan
 from dgbench.harness.provenance import git_commit
@@ -129,7 +130,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         backend: str = "local", scheduler: str | None = None, retries: int = 2, progress: bool = False,
         update_suite: bool = False, cell_timeout: float | None = None,
         checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, in_process: bool = False,
-        dry_run: bool = False, threads: int | None = None, seed_batching: str = "auto") -> RunSummary | Plan:
+        dry_run: bool = False, threads: int | None = None, seed_batching: str = "auto",
+        prune: str = "none") -> RunSummary | Plan:
     """Run ``suite`` (a shipped name or a TOML path) into ``out`` (default ``results/SUITE``).
 
     A pipeline, each step once: load the suite and expand its cells; plan what is left
@@ -142,7 +144,10 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     :class:`Plan` (cells and estimated time). ``seed_batching``: "on" trains the seeds (and
     a grid's learning rates) of a training cell as one stacked model where they can batch,
     "off" never, "auto" (the default) on CUDA devices only
-    (:mod:`dgbench.harness.seed_batching`). Raises :class:`UsageError` on bad input, before
+    (:mod:`dgbench.harness.seed_batching`). ``prune``: "halving" trains each grid by
+    successive halving (:mod:`dgbench.harness.halving`: hopeless points stop early, a
+    protocol difference the report states), "none" (the default) trains every point to
+    the end. Raises :class:`UsageError` on bad input, before
     anything is computed, and :class:`dgbench.errors.Interrupted` when stopped by Ctrl-C or
     SIGTERM (finished cells are stored; run again to resume).
     """
@@ -156,7 +161,12 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     check_counts(retries=retries, workers=workers, threads=threads)
     if seed_batching not in ("auto", "on", "off"):
         raise UsageError(f"--seed-batching must be auto, on or off, got {seed_batching!r}")
-    batch_seeds = seed_batching == "on" or (seed_batching == "auto" and device.startswith("cuda"))
+    if prune not in HALVING_METHODS:
+        raise UsageError(f"--prune must be one of {', '.join(HALVING_METHODS)}, got {prune!r}")
+    if prune == "halving" and seed_batching == "on":
+        raise UsageError("--prune halving runs cell by cell (its rungs pause and resume single cells): "
+                         "use it without --seed-batching on")
+    batch_seeds = prune == "none" and (seed_batching == "on" or (seed_batching == "auto" and device.startswith("cuda")))
     for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):
         if value is not None:
             check_seconds(value, flag)
@@ -173,7 +183,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
     if dry_run:
-        return dry_plan(definition.name, cells, out, workers, device, threads, batch_seeds)
+        return dry_plan(definition.name, cells, out, workers, device, threads, batch_seeds, prune)
     store, notes = open_results(out, definition, update_suite)
     for note in notes:
         print(f"dgbench: note: {note}", file=sys.stderr)
@@ -182,7 +192,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
 
     try:
         counts = execute(cells, store, runner, name=definition.name, device=device, progress=progress,
-                         seed_batching=batch_seeds)
+                         seed_batching=batch_seeds, prune=prune)
         totals = store.counts()
     except (DaskUnavailable, StoreError, WorkersCannotStart) as err:  # storage errors too: one line, exit status 2
         raise UsageError(str(err)) from None
@@ -192,18 +202,20 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
 
 
 def dry_plan(name: str, cells: list[Cell], out: Path, workers: int, device: str, threads: int | None = None,
-             seed_batching: bool = False) -> Plan:
+             seed_batching: bool = False, prune: str = "none") -> Plan:
     """The plan a run would follow in ``out`` (read-only: nothing is written)."""
     try:
         finished, measured = stored_progress(out)
     except StoreError as err:
         raise UsageError(str(err)) from None
     return make_plan(name, cells, finished=finished, measured=measured, device=device, workers=workers,
-                     threads=threads, seed_batching=seed_batching)
+                     threads=threads, seed_batching=seed_batching, prune=prune)
 
 
 def summary_line(summary: RunSummary) -> str:
     parts = ", ".join(f"{summary.counts.get(k, 0)} {k}" for k in ("done", "diverged", "skipped", "failed"))
+    if summary.counts.get("pruned"):
+        parts += f", {summary.counts['pruned']} pruned"
     return (f"{summary.suite}: {summary.cells} cells, {summary.already_finished} already finished; "
             f"this run: {parts} -> {summary.out / DB_NAME}")
 

@@ -3,7 +3,8 @@
 
 The driver keeps each deferred cell's final parameters in ``OUT/finals/KEY.pt``
 (checksummed, :mod:`dgbench.harness.checkpoints`); once a (configuration, estimator) has
-every seed finished at every grid point, :func:`evaluate_selected` selects its point
+every seed finished (or pruned, :mod:`dgbench.harness.halving`) at every grid point,
+:func:`evaluate_selected` selects its point
 (:mod:`dgbench.selection`, on the cells' ``select_on`` and ``select_direction``) and
 evaluates the deferred splits of that point's seeds only. Their metrics join the training
 cells' own (``final_test_elbo``, ...), with ``deferred_evaluation = 1``.
@@ -23,6 +24,7 @@ from dgbench import selection
 from dgbench.harness.cells import make_problem
 from dgbench.harness.checkpoints import load_saved, save_atomically
 from dgbench.harness.deferred import deferred_splits
+from dgbench.harness.halving import entry_key
 from dgbench.harness.suites import Cell
 
 DIRECTORY = "finals"
@@ -50,7 +52,7 @@ def evaluate_selected(cells: list[Cell], store: Any, device: str, progress: bool
         return 0
     entries: dict[tuple, list[Cell]] = {}
     for cell in deferred:
-        entries.setdefault((cell.problem, json.dumps(cell.options, sort_keys=True), cell.estimator), []).append(cell)
+        entries.setdefault(entry_key(cell), []).append(cell)
     status = store.statuses({c.key for c in deferred})
     todo: list[Cell] = []
     for members in entries.values():
@@ -61,7 +63,7 @@ def evaluate_selected(cells: list[Cell], store: Any, device: str, progress: bool
         seeds = len({c.seed for c in members})
         chosen = selection.from_records([(c.grid, status.get(c.key), values.get(c.key)) for c in members],
                                         [json.loads(k) for k in order], seeds, first.settings["select_direction"])
-        if chosen.selected is None or not all(p.complete for p in chosen.points):
+        if chosen.selected is None or not all(p.settled for p in chosen.points):
             continue  # a later run completes the grid, then evaluates
         best = selection.point_key(chosen.selected.point)
         for cell in members:

@@ -78,6 +78,9 @@ class Cell:
     # The cell's point of the suite's grid ({}: no grid). A label only: its values are in
     # ``settings`` and ``hyperparameters`` already, so it is not part of the key.
     grid: dict[str, Any] = field(default_factory=dict)
+    # Successive halving's rung (dgbench.harness.halving): train to this step, evaluate, keep
+    # a checkpoint and pause. An instruction for this run, not part of the key.
+    stop_at: int | None = None
 
     @property
     def estimator_class(self) -> type[Estimator]:

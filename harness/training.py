@@ -230,11 +230,20 @@ class Model(Protocol):
 
 
 def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Checkpoint | None = None,
-          loss_scale: float = 1.0) -> list[dict[str, Any]]:
+          loss_scale: float = 1.0, stop_at: int | None = None) -> list[dict[str, Any]]:
     """Train ``model`` under settings ``s``; one result per member (status, reason,
     metrics, series, and ``final_state`` where its held-out splits wait for selection),
     as its own cell records it. ``checkpoint``: resume from it if it exists, save to it
-    as training goes."""
+    as training goes.
+
+    ``stop_at`` (a rung of successive halving, :mod:`dgbench.harness.halving`): stop after
+    that step, with every live member evaluated there and the whole state saved to
+    ``checkpoint``; such members come back ``paused``, and a later call continues from the
+    checkpoint exactly as an uninterrupted run would (evaluation draws from its own
+    generator, so the rung's evaluation changes nothing of the training)."""
+    if stop_at is not None and (checkpoint is None or stop_at < 1):
+        raise ValueError("stop_at needs a checkpoint to pause into and a step >= 1")
+    end = s["steps"] if stop_at is None else min(stop_at, s["steps"])
     members = model.members
     size = len(members)
     watch, first, note = stopwatch(device), 1, None
@@ -271,7 +280,7 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
         member.evaluation = model.member_problem(m).evaluate()
 
     step = first - 1
-    for step in range(first, s["steps"] + 1):
+    for step in range(first, end + 1):
         model.schedule.apply(step)
         with watch.time():
             objective, finite, losses = model.step(loss_scale)
@@ -290,7 +299,7 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
             if deferred or bool(alive.any()):
                 model.optimizer.step()
         checkpointing = checkpoint is not None and step < s["steps"] and checkpoint.due()
-        stride = (step % s["log_every"] == 0 or step % s["eval_every"] == 0 or step == s["steps"]
+        stride = (step % s["log_every"] == 0 or step % s["eval_every"] == 0 or step == end
                   or step % s["variance_every"] == 0 or checkpointing)
         if deferred:
             if not stride:
@@ -312,18 +321,18 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
             if not member.alive:
                 continue
             member.last_step = step
-            if step == s["steps"] or checkpointing:
+            if step == end or checkpointing:
                 member.objective = values_now[m]
             if step % s["log_every"] == 0:
                 log(member, step, values_now[m], losses)
-            if step % s["eval_every"] == 0 or step == s["steps"]:
+            if step % s["eval_every"] == 0 or step == end:
                 member.evaluation = model.member_problem(m).evaluate()
                 member.series.extend((step, watch.seconds / size, k, v) for k, v in member.evaluation.items())
             if step % s["variance_every"] == 0 and not model.deterministic:
                 stats = model.statistics(m, s["variance_replicas"])
                 member.series.extend((step, watch.seconds / size, f"grad_{k}", stats[k])
                                      for k in ("variance_mean", "bias_norm", "mse"))
-        if checkpointing:
+        if checkpointing or (step == end < s["steps"] and checkpoint is not None):
             checkpoint.save({
                 "step": step, "model": model.state_dict(), "optimizer": model.optimizer.state_dict(),
                 "seconds": watch.seconds,
@@ -331,6 +340,7 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
                              "generators": {name: g.get_state() for name, g in m.generators().items()}}
                             for m in members],
             })
+    paused = end < s["steps"] and step == end
     results = []
     for m, member in enumerate(members):
         metrics = {
@@ -342,6 +352,11 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
             **model.extra_metrics,
         }
         metrics.update({f"final_{k}": v for k, v in member.evaluation.items()})
+        if paused and member.alive:
+            result = {"status": "paused", "reason": f"paused at step {end} (successive halving)", "metrics": metrics,
+                      "series": member.series}
+            results.append(result)
+            continue
         result = {"status": member.status, "reason": member.reason or note, "metrics": metrics,
                   "series": member.series}
         if member.cell.settings.get(held_out.DEFER):  # the held-out splits wait for selection

@@ -76,7 +76,7 @@ class DARNVAE(DiscreteVAE):
     description = ("VAE with an autoregressive (DARN) Bernoulli posterior, 64-12-64 on the digits by default "
                    "(exact gradient by enumerating 2^12 states); dataset=mnist for the full-size model")
     defaults = {"dataset": "digits", "latents": 12, "hidden": "", "batch_size": 16, "prior": "learned",
-                "autoregressive_init": 0.0, "iw_samples": 100, "eval_examples": 0, "eval_splits": "train,valid,test"}
+                "autoregressive_init": 0.0, "iw_samples": 100, "valid_iw_samples": 0, "eval_examples": 0, "eval_splits": "train,valid,test"}
     test_options = {"latents": 5, "batch_size": 4, "iw_samples": 5, "eval_examples": 16}
 
     def __init__(self, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",

@@ -32,7 +32,7 @@ TRAIN_EVAL_EXAMPLES = 10_000
 class LatentVariableModel(MinibatchProblem):
     option_domains = {"latents": Integer(1), "categories": Integer(2), "layers": Integer(1),
                       "batch_size": Integer(1), "bound_samples": Integer(1), "iw_samples": Integer(1),
-                      "eval_examples": Integer(0), "dataset": Choice(DATASETS),
+                      "eval_examples": Integer(0), "valid_iw_samples": Integer(0), "dataset": Choice(DATASETS),
                       "eval_splits": SubsetOf(("train", "valid", "test", "train_full"))}
     minimize = False
     # Ranked on the held-out ELBO (what the papers' tables report); IWAE-k is shown beside it.
@@ -41,13 +41,16 @@ class LatentVariableModel(MinibatchProblem):
     selection = "valid_elbo"  # grids select on validation, as the papers' protocols do
 
     def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int,
-                        eval_splits: str = "train,valid,test") -> None:
+                        eval_splits: str = "train,valid,test", valid_iw_samples: int = 0) -> None:
         """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``,
         those of them named in ``eval_splits`` (a protocol evaluates only what it reports).
         ``train_full`` in ``eval_splits`` adds the single-sample ELBO over the whole training
         set (``train_full_elbo``; one draw per example, as papers report the train ELBO).
 
         ``eval_examples > 0`` caps every split (quick runs); 0 evaluates them whole.
+        ``valid_iw_samples > 0``: the validation bound's samples (a grid selects on it at
+        every point, the test bound is computed at the selected point only, so a cheaper
+        selection bound is what a tuned protocol can afford); 0: ``iw_samples``.
         """
         if iw_samples < 1:
             raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
@@ -67,7 +70,10 @@ class LatentVariableModel(MinibatchProblem):
                     n = min(n, cap)
             self._eval_sets[split] = data[:n]
         self._train_full = splits["train"][: eval_examples or None] if "train_full" in chosen else None
+        if valid_iw_samples < 0:
+            raise ValueError(f"valid_iw_samples must be >= 0 (0: iw_samples), got {valid_iw_samples}")
         self._iw_samples = iw_samples
+        self._split_samples = {"valid": valid_iw_samples} if valid_iw_samples else {}
 
     def evaluation_splits(self) -> tuple[str, ...]:
         return tuple(self._eval_sets) + (("train_full",) if self._train_full is not None else ())
@@ -77,9 +83,18 @@ class LatentVariableModel(MinibatchProblem):
         if "train_full" not in splits:
             self._train_full = None
 
-    def evaluation_examples(self) -> int:
-        """Examples one :meth:`evaluate` draws ``iw_samples`` for (the cost model scales by it)."""
-        return sum(int(x.shape[0]) for x in self._eval_sets.values())
+    def evaluation_examples(self, split: str | None = None) -> float:
+        """Examples one :meth:`evaluate` draws ``iw_samples`` for, of every split or of
+        ``split`` (the cost model scales by it): a split with its own number of samples
+        counts in proportion, the one-sample ``train_full`` ELBO as ``1 / iw_samples``."""
+        sizes = {k: (int(v.shape[0]), self.samples_of(k)) for k, v in self._eval_sets.items()}
+        if self._train_full is not None:
+            sizes["train_full"] = (int(self._train_full.shape[0]), 1)
+        return sum(n * samples / self._iw_samples for k, (n, samples) in sizes.items() if split in (None, k))
+
+    def samples_of(self, split: str) -> int:
+        """The importance samples of ``split``'s bound."""
+        return self._split_samples.get(split, self._iw_samples)
 
     def log_weights(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
@@ -102,7 +117,7 @@ class LatentVariableModel(MinibatchProblem):
         for split, data in self._eval_sets.items():
             if data.shape[0] == 0:
                 continue
-            elbo, iwae = self.bounds(data, self._iw_samples)
+            elbo, iwae = self.bounds(data, self.samples_of(split))
             out[f"{split}_elbo"] = elbo
             out[f"{split}_iwae"] = iwae
         if self._train_full is not None:

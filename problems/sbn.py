@@ -69,6 +69,7 @@ class SBNTwoLayer(LatentVariableModel):
         iw_samples: int = 100,
         eval_examples: int = 0,
         eval_splits: str = "train,valid,test",
+        valid_iw_samples: int = 0,
         dataset: str = "mnist",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
@@ -81,6 +82,7 @@ class SBNTwoLayer(LatentVariableModel):
             raise ValueError(f"bound_samples must be >= 1, got {bound_samples}")
         self.units, self.layers, self.bound_samples = units, layers, bound_samples
         self.batch_size, self.iw_samples, self.eval_examples, self.dataset = batch_size, iw_samples, eval_examples, dataset
+        self.valid_iw_samples = valid_iw_samples
         splits = image_splits(dataset, dtype, device)
         pixels = splits["train"].shape[1]
         mean = splits["train"].mean(0)
@@ -95,7 +97,7 @@ class SBNTwoLayer(LatentVariableModel):
             self.generative[0].bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
         self._set_training_data(splits["train"], batch_size, generator)
-        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits)
+        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits, valid_iw_samples)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:

@@ -83,7 +83,7 @@ class StructuredPrediction(LatentVariableModel):
             self.output.bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
         self._set_training_data(train, v["batch_size"], generator)
-        self._set_evaluation(splits, v["iw_samples"], v["eval_examples"], v["eval_splits"])
+        self._set_evaluation(splits, v["iw_samples"], v["eval_examples"], v["eval_splits"], v["valid_iw_samples"])
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:
@@ -142,7 +142,7 @@ class StructuredPrediction(LatentVariableModel):
         return total
 
 
-_COMMON = {"layers": 2, "batch_size": 100, "iw_samples": 1000, "eval_examples": 0, "eval_splits": "valid,test",
+_COMMON = {"layers": 2, "batch_size": 100, "iw_samples": 1000, "valid_iw_samples": 0, "eval_examples": 0, "eval_splits": "valid,test",
            "dataset": "mnist"}
 
 

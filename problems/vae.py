@@ -139,6 +139,7 @@ class DiscreteVAE(LatentVariableModel):
         eval_examples: int,
         eval_splits: str,
         dtype: torch.dtype,
+        valid_iw_samples: int = 0,
         device: str | torch.device,
         generator: torch.Generator,
     ) -> None:
@@ -155,6 +156,7 @@ class DiscreteVAE(LatentVariableModel):
         self.bound_samples = bound_samples
         self.latents, self.hidden, self.batch_size = latents, hidden, batch_size
         self.prior, self.kl, self.iw_samples, self.eval_examples = prior, kl, iw_samples, eval_examples
+        self.valid_iw_samples = valid_iw_samples
         if self.family == "gaussian" and bound_samples > 1:
             raise ValueError("bound_samples > 1 is defined for the discrete VAEs only")
         # The encoder's output per example: units, units x categories, or [mu, log sigma].
@@ -180,7 +182,7 @@ class DiscreteVAE(LatentVariableModel):
             self.register_buffer("prior_logits", prior_logits)
         self.to(device=device, dtype=dtype)
         self._set_training_data(splits["train"], batch_size, generator)
-        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits)
+        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits, valid_iw_samples)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:
@@ -253,7 +255,7 @@ class DiscreteVAE(LatentVariableModel):
 
 
 # The options every VAE preset shares, with their defaults.
-_COMMON = {"kl": "analytic", "bound_samples": 1, "iw_samples": 100, "eval_examples": 0,
+_COMMON = {"kl": "analytic", "bound_samples": 1, "iw_samples": 100, "valid_iw_samples": 0, "eval_examples": 0,
            "eval_splits": "train,valid,test"}
 
 

@@ -79,6 +79,11 @@ def _tuning_lines(results: Results, suite: dict) -> list[str]:
         more = f" and {len(edge) - 6} more" if len(edge) > 6 else ""
         lines.append(f"Warning: {len(edge)} of {len(sel)} selections lie on the edge of the grid, where a better "
                      f"setting may lie outside it: {shown}{more}. Widen the grid there.")
+    if "pruned" in sel and sel["pruned"].sum():
+        lines.append(f"Pruned: successive halving (--prune halving) stopped {int(sel['pruned'].sum())} of "
+                     f"{int(sel['points'].sum())} grid points early, on the mean over seeds of the selection metric "
+                     "at each rung; the selected points trained to the end, but a slow learner cut at an early rung "
+                     "may have been the better choice.")
     partial = sel[sel["partial"]]
     if len(partial):
         lines.append(f"{len(partial)} selection(s) made before every grid point finished all its seeds "

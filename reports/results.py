@@ -126,6 +126,7 @@ def select_points(cells: pd.DataFrame, metrics: pd.DataFrame,
         rows.append({"config": config, "estimator": estimator, "selected": selection.point_label(best),
                      "metric": chosen["metric"], "direction": chosen["direction"],
                      "mean": result.selected.mean if result.selected else float("nan"),
-                     "points": len(order), "complete": sum(p.complete for p in result.points),
+                     "points": len(order), "complete": sum(p.settled for p in result.points),
+                     "pruned": sum(1 for p in result.points if p.pruned),
                      "edge": result.on_edge or "", "partial": result.partial or result.selected is None})
     return pd.DataFrame(rows), pd.DataFrame(values), keep

@@ -3,6 +3,7 @@ measured durations beat predictions."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dgbench.harness.cli import main
@@ -69,3 +70,34 @@ def test_calibration_times_a_bound_evaluation_on_a_few_examples_and_scales_it(mo
     assert full > costs.CALIBRATION_EXAMPLES * 3
     costs.calibrate("vae-bernoulli-digits", options, costs.torch.device("cpu"))
     assert sizes and max(sizes) <= costs.CALIBRATION_EXAMPLES * 3  # at most the three capped splits
+
+
+@pytest.mark.parametrize("steps, eval_every", [(20, 10), (25, 10), (7, 100)])
+def test_the_model_counts_the_evaluations_training_runs(steps, eval_every, monkeypatch):
+    """At every multiple of eval_every and at the last step, never at step 0."""
+    from dgbench.harness import costs
+    from dgbench.harness.cells import run_cell
+    from dgbench.problems.registry import PROBLEMS
+
+    calls = []
+    cls = PROBLEMS["bernoulli-toy"]
+    original = cls.evaluate
+    monkeypatch.setattr(cls, "evaluate", lambda self: calls.append(1) or original(self))
+    cell = next(c for c in cells() if c.kind == "train")
+    cell = type(cell)(**{**cell.__dict__, "settings": {**cell.settings, "steps": steps, "eval_every": eval_every}})
+    assert run_cell(cell)["status"] == "done"
+    assert len(calls) == costs.evaluations_along(steps, eval_every)
+
+
+def test_a_cheaper_validation_bound_weighs_less_in_the_cost_of_a_deferred_grid():
+    from dgbench.harness import costs
+
+    calibration = costs.calibrate("vae-bernoulli-digits", {"iw_samples": 50, "valid_iw_samples": 5}, torch.device("cpu"))
+    assert calibration.split_seconds is not None and set(calibration.split_seconds) == {"train", "valid", "test"}
+    cell = next(c for c in cells() if c.kind == "train")
+    cell = type(cell)(**{**cell.__dict__, "problem": "vae-bernoulli-digits",
+                         "options": {"eval_splits": "valid,test"},
+                         "settings": {**cell.settings, "defer_splits": "test", "eval_along": "valid"}})
+    along, later = costs.evaluation_shares(cell, {"valid": 1.0, "test": 10.0})
+    assert along == pytest.approx(1 / 11) and later == pytest.approx(10 / 11)
+    assert costs.evaluation_shares(cell) == (0.5, 0.5)  # without a calibration: splits alike

@@ -70,3 +70,25 @@ def test_bad_options_are_clear_errors(pid, options, message):
 def test_enumeration_refuses_large_nodes():
     with pytest.raises(ValueError, match="above max_states"):
         exact_objective_and_gradient(PROBLEMS["bernoulli-toy"](dim=20), max_states=2**16)
+
+
+def test_the_validation_bound_may_take_its_own_number_of_samples(monkeypatch):
+    """``valid_iw_samples``: the bound a grid selects on, cheaper than the test bound."""
+    import torch
+
+    from dgbench.problems.lvm import LatentVariableModel
+
+    drawn = []
+    original = LatentVariableModel.bounds
+    monkeypatch.setattr(LatentVariableModel, "bounds",
+                        lambda self, x, samples: drawn.append((x.shape[0], samples)) or original(self, x, samples))
+    options = {"latents": 4, "batch_size": 8, "iw_samples": 20, "valid_iw_samples": 4, "eval_examples": 10,
+               "eval_splits": "valid,test"}
+    problem = PROBLEMS["vae-bernoulli-digits"](**options, generator=torch.Generator().manual_seed(0))
+    metrics = problem.evaluate()
+    assert sorted(drawn) == [(10, 4), (10, 20)] and {"valid_iwae", "test_iwae"} <= set(metrics)
+    assert problem.evaluation_examples() == pytest.approx(10 * 4 / 20 + 10)
+    assert problem.evaluation_examples("valid") == pytest.approx(2.0)
+    assert problem.options()["valid_iw_samples"] == 4
+    with pytest.raises(ValueError, match="valid_iw_samples"):
+        PROBLEMS["vae-bernoulli-digits"](**{**options, "valid_iw_samples": -1})

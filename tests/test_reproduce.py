@@ -233,3 +233,18 @@ def test_summed_batch_loss_needs_a_minibatch_problem():
     assert batch_loss_scale(problem, {"lr": 0.1}) == 1.0
     with pytest.raises(ValueError, match='batch_loss = "sum" needs a problem trained on minibatches'):
         batch_loss_scale(problem, {"lr": 0.1, "batch_loss": "sum"})
+
+
+def test_prune_halving_is_listed_as_a_difference_and_the_selected_point_trained_in_full(toy_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["reproduce", str(toy_file), "--seeds", "2", "--out", str(out), "--workers", "1", "--in-process", "--quiet",
+            "--prune", "halving"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "pruned" in printed  # reinforce: 2 points, gs-hot: 2 lr x 2 anneal rates
+    report = (out / "report.md").read_text()
+    assert "GRIDS PRUNED: successive halving" in report
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    entries, _ = rp.entries(rp.load(str(toy_file)), rp.plan(rp.load(str(toy_file)), seeds=2), out)
+    assert all("pruned by successive halving" in e.status and len(e.values) == 2 for e in entries)
+    assert all(r["selected"] for r in rows)
