@@ -27,19 +27,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dgbench.errors import Interrupted, NotApplicable, UsageError
-from dgbench.estimators.base import Estimator, score_function
-from dgbench.estimators.registry import ESTIMATORS, register
-from dgbench.problems.base import Problem, Score
-from dgbench.problems.registry import PROBLEMS
 
 if TYPE_CHECKING:
+    from dgbench.estimators.base import Estimator, score_function
+    from dgbench.estimators.registry import ESTIMATORS, register
     from dgbench.harness.gradcheck import GradcheckResult
+    from dgbench.problems.base import Problem, Score
+    from dgbench.problems.registry import PROBLEMS
     from dgbench.harness.run import RunSummary
     from dgbench.reports.results import Results
 
 __version__ = metadata.version("dgbench")
 __all__ = ["ESTIMATORS", "PROBLEMS", "Estimator", "Interrupted", "NotApplicable", "Problem", "Score", "UsageError", "__version__",
            "gradcheck", "register", "report", "results", "run", "score_function"]
+
+
+# Loaded on first use (PEP 562), so that `import dgbench` and `dgbench --help` do not pay
+# for torch and the registries until something needs them.
+_LAZY = {"Estimator": "dgbench.estimators.base", "score_function": "dgbench.estimators.base",
+         "ESTIMATORS": "dgbench.estimators.registry", "register": "dgbench.estimators.registry",
+         "Problem": "dgbench.problems.base", "Score": "dgbench.problems.base",
+         "PROBLEMS": "dgbench.problems.registry"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dgbench' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def gradcheck(problem: str, estimator: str | type[Estimator], *, replicas: int = 10000, seed: int = 0,
@@ -51,6 +74,8 @@ def gradcheck(problem: str, estimator: str | type[Estimator], *, replicas: int =
     from dgbench.harness.gradcheck import gradcheck as _gradcheck
 
     if isinstance(estimator, type):
+        from dgbench.estimators.registry import register
+
         register(estimator)
         estimator = estimator.id
     return _gradcheck(problem, estimator, replicas=replicas, seed=seed, options=options, hparams=hparams,

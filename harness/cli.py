@@ -27,22 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from dgbench.errors import Interrupted, Terminated, UsageError
-from dgbench.estimators.plugin import PluginError, resolve_estimator
-from dgbench.estimators.registry import ESTIMATORS
-from dgbench.harness.devices import DeviceUnavailable, resolve_device
-from dgbench.harness.gradcheck import DTYPES, gradcheck
-from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
-from dgbench.harness.local_backend import DEFAULT_CELL_TIMEOUT
-from dgbench.harness.options import OptionError, parse_assignments
-from dgbench.harness.planning import plan_line
-from dgbench.harness.result_files import DEFAULT_CHECKPOINT_SECONDS
-from dgbench.harness.run import check_counts, check_seconds, run, summary_line
-from dgbench.problems.data import DataUnavailable
-from dgbench.problems.registry import PROBLEMS
+from dgbench.harness.defaults import DEFAULT_CELL_TIMEOUT, DEFAULT_CHECKPOINT_SECONDS, DTYPE_NAMES
 from dgbench.strict_json import json_safe
+
+# Each command imports what it needs when it runs: `dgbench --help`, `report` and
+# `export` never load torch or the registries.
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from dgbench.estimators.registry import ESTIMATORS
+    from dgbench.harness.listing import estimator_markdown, problem_markdown, terminal_rows
+    from dgbench.problems.registry import PROBLEMS
+
     if args.json:
         registry = ESTIMATORS if args.what == "estimators" else PROBLEMS
         describe = (lambda cls: cls.capabilities()) if args.what == "estimators" else (lambda cls: cls.describe())
@@ -92,6 +88,9 @@ def _print_gradcheck(result: dict[str, Any]) -> None:
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from dgbench.harness.gradcheck import gradcheck
+    from dgbench.harness.options import OptionError, parse_assignments
+
     try:
         options = parse_assignments(args.option, "--option")
         hparams = parse_assignments(args.hparam, "--hparam")
@@ -127,6 +126,9 @@ PRUNE_HELP = ("halving: train each grid by successive halving (at each rung the 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from dgbench.harness.planning import plan_line
+    from dgbench.harness.run import run, summary_line
+
     _use_data_dir(args.data_dir)
     summary = run(args.suite, args.out, problems=_ids(args.problems), estimators=_ids(args.estimators),
                   seeds=args.seeds, workers=args.workers, device=args.device, backend=args.backend,
@@ -143,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from dgbench.harness import reproduce as rp
+    from dgbench.harness.planning import plan_line
 
     if args.list or not args.name:
         if not args.list:
@@ -203,8 +206,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from dgbench.estimators.plugin import PluginError, resolve_estimator
     from dgbench.harness.compare import compare
+    from dgbench.harness.devices import DeviceUnavailable, resolve_device
+    from dgbench.harness.run import check_counts, check_seconds
     from dgbench.harness.suites import SuiteError
+    from dgbench.problems.data import DataUnavailable
     from dgbench.reports.build import build_report
     from dgbench.reports.comparison import unbiasedness_failures
 
@@ -296,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="estimator hyperparameter, repeatable")
     p_gc.add_argument("--samples", type=int, help="shorthand for --hparam samples=N")
     p_gc.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p_gc.add_argument("--dtype", default="float64", choices=list(DTYPES))
+    p_gc.add_argument("--dtype", default="float64", choices=list(DTYPE_NAMES))
     p_gc.add_argument("--json", action="store_true", help="print one JSON object")
     p_gc.add_argument("--data-dir", help="data directory (default: $DGBENCH_DATA_DIR, else ~/.cache/dgbench)")
     p_gc.set_defaults(func=cmd_gradcheck)

@@ -41,7 +41,7 @@ from dgbench.harness.result_files import ResultFiles, run_with_files
 from dgbench.harness.suites import Cell
 from dgbench.harness.worker_process import worker_main
 
-DEFAULT_CELL_TIMEOUT = 3600.0
+from dgbench.harness.defaults import DEFAULT_CELL_TIMEOUT  # noqa: E402,F401  (re-exported)
 STARTUP_DEATHS = 3  # workers in a row that die before starting a cell: something is wrong with every worker
 WORKER_DIED = "the worker running this cell died"
 JOIN_SECONDS = 5.0

@@ -14,7 +14,7 @@ from dgbench.harness.references import DIRECTORY as REFERENCES
 from dgbench.harness.seed_batching import CellGroup, run_group
 from dgbench.harness.suites import Cell
 
-DEFAULT_CHECKPOINT_SECONDS = 60.0
+from dgbench.harness.defaults import DEFAULT_CHECKPOINT_SECONDS  # noqa: E402,F401  (re-exported)
 
 
 @dataclass
