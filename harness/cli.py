@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads per worker (default: cores // workers; 1 on an external Dask cluster)")
     p_run.add_argument("--seed-batching", default="auto", choices=["auto", "on", "off"],
                        help="train the seeds of a training cell as one stacked model (stateless estimators on "
-                            "problems that declare it; the rest run per seed): on, off, or auto (default: on "
-                            "CUDA only)")
+                            "problems that declare it; the rest run per seed): on, off, or auto (default: every such "
+                            "problem on CUDA; on the CPU only the toys, where stacking pays)")
     p_run.add_argument("--prune", default="none", choices=["none", "halving"], help=PRUNE_HELP)
     p_run.add_argument("--dry-run", action="store_true",
                        help="compute nothing: print the number of cells and an estimate of their time")

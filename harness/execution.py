@@ -39,7 +39,8 @@ def _capabilities(cell: Cell) -> dict:
 
 
 def execute(cells: list[Cell], store: ResultStore, backend: Backend, *, name: str, device: str,
-            progress: bool = True, seed_batching: bool = False, prune: str = "none") -> dict[str, int]:
+            progress: bool = True, seed_batching: bool = False, prune: str = "none",
+            cpu_auto: bool = False) -> dict[str, int]:
     """One recorded run of ``cells`` into ``store`` on ``backend``: plan what is left
     (:func:`dgbench.harness.planning.make_plan`), record the provenance (with the
     backend's facts and the plan's groups), run the plan, and evaluate the held-out splits
@@ -50,7 +51,8 @@ def execute(cells: list[Cell], store: ResultStore, backend: Backend, *, name: st
     remove_stale_files(store.directory)  # the partial files of writers that died
     workers = getattr(backend, "workers", 1)
     plan = make_plan(name, cells, finished=store.finished_keys(), measured=store.durations(), device=device,
-                     workers=workers, threads=backend.threads, seed_batching=seed_batching, prune=prune)
+                     workers=workers, threads=backend.threads, seed_batching=seed_batching, prune=prune,
+                     cpu_auto=cpu_auto)
     with backend.session(store) as facts:
         info = provenance(device, min(workers, max(1, len(cells))), backend.threads)
         info.update(facts)
@@ -119,7 +121,7 @@ def run_plan(plan: Plan, store: ResultStore, run_id: int, backend: Backend, *, d
         unfinished = [c for c in plan.cells if c.key not in finished]
         keep = {c.key for c in unfinished}
         if plan.seed_batching:
-            keep |= {g.key for g in group_cells(unfinished)[0] if isinstance(g, CellGroup)}
+            keep |= {g.key for g in group_cells(unfinished, cpu_auto=plan.cpu_auto)[0] if isinstance(g, CellGroup)}
         remove_stale_files(store.directory, keep)
     except (KeyboardInterrupt, Terminated) as err:
         signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM

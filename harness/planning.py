@@ -40,6 +40,7 @@ class Plan:
     seed_batching: bool = False
     per_seed: dict[str, int] = field(default_factory=dict)  # training cells kept per seed, by reason
     prune: str = "none"  # "halving": grids train by successive halving (dgbench.harness.halving)
+    cpu_auto: bool = False  # seed batching chose itself on the CPU: only problems that stack cheaply
 
     @property
     def cells_to_run(self) -> int:
@@ -72,7 +73,8 @@ class Plan:
 
 
 def make_plan(name: str, cells: list[Cell], *, finished: set[str], measured: dict[str, float], device: str,
-              workers: int, threads: int | None = None, seed_batching: bool = False, prune: str = "none") -> Plan:
+              workers: int, threads: int | None = None, seed_batching: bool = False, prune: str = "none",
+              cpu_auto: bool = False) -> Plan:
     """The plan of ``cells`` given the keys already ``finished`` and the seconds
     ``measured`` in earlier runs (see the module docstring). ``prune="halving"``: the
     cells of grids cost their expected share under successive halving (and are never
@@ -86,7 +88,7 @@ def make_plan(name: str, cells: list[Cell], *, finished: set[str], measured: dic
     runnable: list[Cell | CellGroup] = [c for c in todo if not c.skip_reason]
     per_seed: dict[str, int] = {}
     if seed_batching:
-        runnable, per_seed = group_cells(runnable)
+        runnable, per_seed = group_cells(runnable, cpu_auto=cpu_auto)
     workers = min(workers, max(1, len(runnable)))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or threads_per_worker(workers))
@@ -96,7 +98,7 @@ def make_plan(name: str, cells: list[Cell], *, finished: set[str], measured: dic
     finally:
         torch.set_num_threads(previous)
     return Plan(name, cells, finished & {c.key for c in cells}, skipped, longest_first(runnable, seconds), seconds,
-                workers, seed_batching, per_seed, prune)
+                workers, seed_batching, per_seed, prune, cpu_auto)
 
 
 def plan_line(plan: Plan) -> str:

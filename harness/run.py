@@ -143,7 +143,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     ``cell_timeout``, else 3600; local backend). ``dry_run``: compute nothing, return the
     :class:`Plan` (cells and estimated time). ``seed_batching``: "on" trains the seeds (and
     a grid's learning rates) of a training cell as one stacked model where they can batch,
-    "off" never, "auto" (the default) on CUDA devices only
+    "off" never, "auto" (the default) every problem that can on CUDA devices and, on the
+    CPU, the problems whose steps are dominated by overhead (``stacks_on_cpu``: the toys)
     (:mod:`dgbench.harness.seed_batching`). ``prune``: "halving" trains each grid by
     successive halving (:mod:`dgbench.harness.halving`: hopeless points stop early, a
     protocol difference the report states), "none" (the default) trains every point to
@@ -166,7 +167,10 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     if prune == "halving" and seed_batching == "on":
         raise UsageError("--prune halving runs cell by cell (its rungs pause and resume single cells): "
                          "use it without --seed-batching on")
-    batch_seeds = prune == "none" and (seed_batching == "on" or (seed_batching == "auto" and device.startswith("cuda")))
+    # auto: every problem that can stack on CUDA; on the CPU only those whose steps are
+    # dominated by overhead (stacks_on_cpu, the toys), as measured
+    batch_seeds = prune == "none" and seed_batching != "off"
+    cpu_auto = seed_batching == "auto" and not device.startswith("cuda")
     for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):
         if value is not None:
             check_seconds(value, flag)
@@ -183,7 +187,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     check_data(cells)
     out = Path(out or f"results/{definition.name}")
     if dry_run:
-        return dry_plan(definition.name, cells, out, workers, device, threads, batch_seeds, prune)
+        return dry_plan(definition.name, cells, out, workers, device, threads, batch_seeds, prune, cpu_auto)
     store, notes = open_results(out, definition, update_suite)
     for note in notes:
         print(f"dgbench: note: {note}", file=sys.stderr)
@@ -192,7 +196,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
 
     try:
         counts = execute(cells, store, runner, name=definition.name, device=device, progress=progress,
-                         seed_batching=batch_seeds, prune=prune)
+                         seed_batching=batch_seeds, prune=prune, cpu_auto=cpu_auto)
         totals = store.counts()
     except (DaskUnavailable, StoreError, WorkersCannotStart) as err:  # storage errors too: one line, exit status 2
         raise UsageError(str(err)) from None
@@ -202,14 +206,14 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
 
 
 def dry_plan(name: str, cells: list[Cell], out: Path, workers: int, device: str, threads: int | None = None,
-             seed_batching: bool = False, prune: str = "none") -> Plan:
+             seed_batching: bool = False, prune: str = "none", cpu_auto: bool = False) -> Plan:
     """The plan a run would follow in ``out`` (read-only: nothing is written)."""
     try:
         finished, measured = stored_progress(out)
     except StoreError as err:
         raise UsageError(str(err)) from None
     return make_plan(name, cells, finished=finished, measured=measured, device=device, workers=workers,
-                     threads=threads, seed_batching=seed_batching, prune=prune)
+                     threads=threads, seed_batching=seed_batching, prune=prune, cpu_auto=cpu_auto)
 
 
 def summary_line(summary: RunSummary) -> str:

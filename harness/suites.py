@@ -25,6 +25,7 @@ the per-step budget and the settings of the two cell kinds::
     id = "bernoulli-toy"
     options = { dim = 4 }
     training = { lr = 0.01 }   # optional per-problem overrides of [training] / [gradstats]
+    seeds = 8                  # optional: this configuration's seeds (cheap toys can afford more)
     [estimators]
     include = "all"     # or a list of ids
     hyperparameters = { gumbel-softmax = { temperature = 0.5 } }
@@ -269,7 +270,10 @@ def parse_suite(text: str, origin: str) -> Suite:
         raise SuiteError(f"{origin}: problems must be a non-empty array of tables")
     for i, spec in enumerate(problems):
         where = f"{origin}: problems[{i}]"
-        _check_keys(spec, {"id", "options", "gradstats", "training", "grid", "select_on", "select_direction"}, where)
+        _check_keys(spec, {"id", "options", "seeds", "gradstats", "training", "grid", "select_on", "select_direction"},
+                    where)
+        if "seeds" in spec:  # cheap configurations (toys) may run more seeds than the suite's
+            _positive_int(spec, "seeds", where, maximum=MAX_SEEDS)
         if spec.get("id") not in PROBLEMS:
             raise SuiteError(f"{where}.id: unknown problem {spec.get('id')!r} (valid: {', '.join(PROBLEMS)})")
         options = _check_keys(spec.get("options", {}), set(PROBLEMS[spec["id"]].default_options()), f"{where}.options")
@@ -416,7 +420,8 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
     kinds_per_cell = (suite.gradstats is not None) + (suite.training is not None)
     widest = max((grids.size(suite.problem_grid(spec, eid)) for spec in suite.problems for eid in suite.estimators),
                  default=1)
-    count = (len(problems or suite.problems) * len(estimators or suite.estimators) * (seeds or suite.seeds)
+    most = max([suite.seeds] + [spec.get("seeds", suite.seeds) for spec in suite.problems])
+    count = (len(problems or suite.problems) * len(estimators or suite.estimators) * (seeds or most)
              * kinds_per_cell * widest)
     if count > MAX_CELLS:
         raise SuiteError(f"the selection expands into {count:,} cells, more than the {MAX_CELLS:,} one run can "
@@ -461,7 +466,7 @@ def expand(suite: Suite, problems: list[str] | None = None, estimators: list[str
                     why = reason
                     if why is None and kind == "gradstats" and ecls.evals_per_sample is None:
                         why = "deterministic reference: zero variance, its gradient is the exact one"
-                    for seed in range(seeds or suite.seeds):
+                    for seed in range(seeds or spec.get("seeds", suite.seeds)):
                         cells.append(Cell(kind, spec["id"], dict(spec["options"]), eid, dict(hyper), seed,
                                           cell_settings, why, base, dict(cell_point)))
     return cells

@@ -27,6 +27,11 @@ Class attributes:
                     layers are ``nn.Linear`` and its own parameters broadcast against
                     per-example tensors; :meth:`seed_batching_refusal` may still refuse
                     some options
+``stacks_on_cpu``   stacked seeds pay on the CPU too: a step so small that Python and
+                    autograd overhead, which stacking shares among the members, dominates
+                    it (the toys; measured in benchmarks/measurements). ``--seed-batching
+                    auto`` stacks these on the CPU and every ``seed_batching`` problem on
+                    CUDA
 ``bound_option``    the option holding k where the objective can be a k-sample bound
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
@@ -99,6 +104,7 @@ class Problem(torch.nn.Module):
     bound_option: ClassVar[str | None] = None
     sequential: ClassVar[bool] = False
     seed_batching: ClassVar[bool] = False
+    stacks_on_cpu: ClassVar[bool] = False
     description: ClassVar[str] = ""
     scores: ClassVar[tuple[Score, ...]] = ()
     # The metric a suite's grid selects on by default (None: the first declared score); a

@@ -32,6 +32,7 @@ class BernoulliToy(Problem):
     family = "bernoulli"
     minimize = True
     seed_batching = True
+    stacks_on_cpu = True
     description = "f(b) = sum_i (b_i - t)^2, b ~ Bernoulli(sigmoid(theta)); exact gradient in closed form"
 
     def __init__(

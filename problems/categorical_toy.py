@@ -47,6 +47,7 @@ class CategoricalToy(Problem):
     family = "categorical"
     minimize = True
     seed_batching = True
+    stacks_on_cpu = True
     description = "f(z) = sum_i ||z_i - t||^2 over one-hot z_i ~ Categorical(softmax(l_i)); exact gradient in closed form"
 
     def __init__(

@@ -30,6 +30,7 @@ class GaussianToy(Problem):
     family = "gaussian"
     minimize = True
     seed_batching = True
+    stacks_on_cpu = True
     description = "f(z) = sum_i (z_i - t)^2, z ~ N(mu, sigma^2); exact gradient in closed form"
     test_options = {"dim": 2}
     scores = (Score("exact_objective", "exact objective E_q[f]", higher_is_better=False),)

@@ -47,7 +47,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     all_cells = expand(parse_suite(TINY, "tiny"))
     skipped = sum(1 for c in all_cells if c.skip_reason)
     assert line.startswith(f"tiny: {len(all_cells)} cells ({skipped} skipped, 0 already finished), "
-                           f"{len(all_cells) - skipped} to run: about ")
+                           f"{len(all_cells) - skipped} to run")
+    assert "stacked group(s)): about " in line  # the toys stack on the CPU by default
     assert "with 2 worker(s)" in line and "longest:" in line
     assert not out.exists()
 
