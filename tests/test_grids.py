@@ -283,3 +283,12 @@ include = ["reinforce", "gumbel-softmax"]
     db = sqlite3.connect(out / "results.db")
     assert db.execute("SELECT cell_key, value FROM metrics WHERE name = 'final_test_elbo'").fetchall() == before
     assert len(list((out / "finals").iterdir())) == 12
+
+
+def test_a_problem_entry_may_run_its_own_number_of_seeds():
+    s = parse_suite(suite(problem="seeds = 5"), "t")
+    train = [c for c in expand(s) if c.kind == "train" and c.estimator == "reinforce"]
+    assert sorted(c.seed for c in train) == [0, 1, 2, 3, 4]
+    assert len([c for c in expand(s, seeds=3) if c.kind == "train" and c.estimator == "reinforce"]) == 3
+    with pytest.raises(SuiteError, match="seeds must be an integer >= 1"):
+        parse_suite(suite(problem="seeds = 0"), "t")

@@ -174,7 +174,7 @@ def test_divergence_is_recorded_with_its_step(monkeypatch):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--suite", "nope"], "unknown suite 'nope' (valid: full, quick, relax-toy, smoke"),
+        (["--suite", "nope"], "unknown suite 'nope' (valid: full, quick, relax-toy, smoke, standard"),
         (["--suite", "smoke", "--problems", "vae"], "problem 'vae' is not in suite 'smoke'"),
         (["--suite", "smoke", "--estimators", "nope"], "estimator 'nope' is not in suite 'smoke'"),
         (["--suite", "smoke", "--seeds", "0"], "--seeds must be between 1 and"),
