@@ -68,7 +68,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("halving")
     path = base / "halved.toml"
     path.write_text(SUITE)
-    full = run(str(path), base / "full", in_process=True)
+    full = run(str(path), base / "full", in_process=True, seed_batching="off")
     halved = run(str(path), base / "halved", in_process=True, prune="halving")
     return path, base / "full", base / "halved", full, halved
 
@@ -152,16 +152,22 @@ def test_a_halving_run_stopped_between_rungs_resumes_to_the_same_results(runs, t
     assert not again.counts  # nothing recomputed, nothing decided twice
 
 
-def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs):
+def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs, monkeypatch):
+    from dgbench.harness import costs
+
     path, _, _, _, _ = runs
-    full = run(str(path), "/nonexistent/never", dry_run=True)
+    fixed = costs.Calibration(step_seconds=1e-3, evaluation_seconds=1e-2, replica_seconds=1e-4)
+    monkeypatch.setattr(costs, "calibrate", lambda *args: fixed)  # both plans priced alike, whatever the load
+    full = run(str(path), "/nonexistent/never", dry_run=True, seed_batching="off")  # cell by cell, as halving
     halved = run(str(path), "/nonexistent/never", dry_run=True, prune="halving")
     trained = [c for c in full.cells if c.kind == "train"]
     share = halving.expected_share(4, 40)[0]
     for cell in trained:
         assert halved.seconds[cell.key] < full.seconds[cell.key]
-    assert sum(halved.seconds[c.key] for c in trained) == pytest.approx(
-        sum(full.seconds[c.key] for c in trained) * share, rel=0.5)
+    for cell in trained:  # the halved cost is the model's, at the expected share of steps and rung evaluations
+        cost = costs.training_cost(cell, fixed)
+        assert full.seconds[cell.key] == pytest.approx(cost.seconds)
+        assert halved.seconds[cell.key] == pytest.approx(cost.pruned(*halving.expected_share(4, 40)))
     with pytest.raises(UsageError, match="without --seed-batching on"):
         run(str(path), "/nonexistent/never", dry_run=True, prune="halving", seed_batching="on")
     with pytest.raises(UsageError, match="--prune must be one of"):
