@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from dgbench.estimators.base import Estimator, score_function
     from dgbench.estimators.registry import ESTIMATORS, register
     from dgbench.harness.gradcheck import GradcheckResult
+    from dgbench.harness.run import RunSummary
     from dgbench.problems.base import Problem, Score
     from dgbench.problems.registry import PROBLEMS
-    from dgbench.harness.run import RunSummary
     from dgbench.reports.results import Results
 
 __version__ = metadata.version("dgbench")

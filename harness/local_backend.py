@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 
+from dgbench.harness.defaults import DEFAULT_CELL_TIMEOUT  # noqa: E402,F401  (re-exported)
 from dgbench.harness.result_files import ResultFiles, run_with_files
 from dgbench.harness.suites import Cell
 from dgbench.harness.worker_process import worker_main
 
-from dgbench.harness.defaults import DEFAULT_CELL_TIMEOUT  # noqa: E402,F401  (re-exported)
 STARTUP_DEATHS = 3  # workers in a row that die before starting a cell: something is wrong with every worker
 WORKER_DIED = "the worker running this cell died"
 JOIN_SECONDS = 5.0

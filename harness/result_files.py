@@ -10,11 +10,10 @@ from typing import Any
 
 from dgbench.harness.cells import run_cell
 from dgbench.harness.checkpoints import Checkpoint, checkpoint_path
+from dgbench.harness.defaults import DEFAULT_CHECKPOINT_SECONDS  # noqa: E402,F401  (re-exported)
 from dgbench.harness.references import DIRECTORY as REFERENCES
 from dgbench.harness.seed_batching import CellGroup, run_group
 from dgbench.harness.suites import Cell
-
-from dgbench.harness.defaults import DEFAULT_CHECKPOINT_SECONDS  # noqa: E402,F401  (re-exported)
 
 
 @dataclass

@@ -161,7 +161,6 @@ def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs, monk
     full = run(str(path), "/nonexistent/never", dry_run=True, seed_batching="off")  # cell by cell, as halving
     halved = run(str(path), "/nonexistent/never", dry_run=True, prune="halving")
     trained = [c for c in full.cells if c.kind == "train"]
-    share = halving.expected_share(4, 40)[0]
     for cell in trained:
         assert halved.seconds[cell.key] < full.seconds[cell.key]
     for cell in trained:  # the halved cost is the model's, at the expected share of steps and rung evaluations
