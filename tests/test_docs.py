@@ -46,3 +46,16 @@ def test_readme_tables_are_generated_from_the_declarations():
 
     assert estimator_markdown() in README, "run `dgbench list estimators --markdown` and paste it into the README"
     assert problem_markdown() in README, "run `dgbench list problems --markdown` and paste it into the README"
+
+
+def test_the_default_selection_leaves_the_slow_tests_to_ci():
+    """README command 2 runs pytest's default selection, which deselects ``slow``; CI runs
+    that command and then the slow tests, so every test still runs there."""
+    import tomllib
+
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "-m 'not slow'" in addopts
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    command_2 = ci.index(quickstart_commands()[1])
+    assert ".venv/bin/python -m pytest -m slow" in ci[command_2 + 1:]
+    assert "-m 'not slow'" not in quickstart_commands()[1]
