@@ -396,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_rep = sub.add_parser("report", help="tables, figures and an HTML page for a results directory")
     p_rep.add_argument("directory")
-    p_rep.add_argument("--format", default="html,md,tex,csv", help="comma-separated: html, md, tex, csv (default all)")
+    p_rep.add_argument("--format", default="html,md,tex,csv",
+                       help="comma-separated: html (the page and its PNG figures), md, tex, csv (the tables), "
+                            "svg (vector copies of the figures) (default html,md,tex,csv)")
     p_rep.add_argument("--out", help="report directory (default DIR/report)")
     p_rep.set_defaults(func=cmd_report)
 

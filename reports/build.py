@@ -13,12 +13,15 @@ from dgbench.reports.page import index_html, summary_markdown, write_tables
 from dgbench.reports.results import ReportError, load
 from dgbench.reports.summary import config_tables, long_summary, not_run, numeric_table
 
-FORMATS = ("html", "md", "tex", "csv")
+FORMATS = ("html", "md", "tex", "csv", "svg")
+DEFAULT_FORMATS = ("html", "md", "tex", "csv")  # svg on request: it was more than half of a report's bytes
 
 
 def build_report(directory: str | Path, formats: list[str] | None = None, out: str | Path | None = None) -> list[Path]:
-    """Write the report of ``directory`` into ``out`` (default ``DIRECTORY/report``); the paths written."""
-    formats = list(formats or FORMATS)
+    """Write the report of ``directory`` into ``out`` (default ``DIRECTORY/report``); the paths
+    written. ``formats`` (default :data:`DEFAULT_FORMATS`): ``html`` is the page and its PNG
+    figures, ``md``/``tex``/``csv`` the tables, ``svg`` vector copies of the figures."""
+    formats = list(formats or DEFAULT_FORMATS)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ReportError(f"unknown report format(s) {', '.join(unknown)} (valid: {', '.join(FORMATS)})")
@@ -41,11 +44,14 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
         table_path = out / "comparison.csv"
         comparison.table.to_csv(table_path, index=False)
         written.append(table_path)
+    figures = {}
+    if "html" in formats or "svg" in formats:
+        figures = all_figures(results, long, board_map, out / "figures", ranking, svg="svg" in formats)
+        written += [p for paths in figures.values() for p in paths]
     if "html" in formats:
-        figures = all_figures(results, long, board_map, out / "figures", ranking)
         page = out / "index.html"
         page.write_text(index_html(results, board_map, ranking, tables, not_run(results), figures, title,
                                    comparison_html(comparison) if comparison else None, first_screen.html()),
                         encoding="utf-8")
-        written += [page] + [p for paths in figures.values() for p in paths]
+        written.insert(0, page)
     return written

@@ -85,7 +85,52 @@ def test_html_page_is_self_contained_and_escapes_names(run_dir, tmp_path):
     assert "http://" not in page and "https://" not in page
     assert "git_commit" in page and "Skipped, diverged and failed cells" in page
     assert "deterministic reference" in page  # exact's skipped gradstats cells, with their reason
-    assert {p.suffix for p in written} >= {".html", ".png", ".svg", ".csv", ".md", ".tex"}
+    assert {p.suffix for p in written} >= {".html", ".png", ".csv", ".md", ".tex"}
+    assert ".svg" not in {p.suffix for p in written}  # vector copies only on request
+
+
+def test_svg_on_request_and_an_earlier_reports_figures_do_not_linger(run_dir, tmp_path):
+    out = tmp_path / "report"
+    with_svg = build_report(run_dir, ["svg"], out)
+    svgs = {p.stem for p in with_svg if p.suffix == ".svg"}
+    assert svgs and svgs == {p.stem for p in with_svg if p.suffix == ".png"}  # every figure, both ways
+    assert not (out / "index.html").exists()
+    assert all(p.read_text().lstrip().startswith("<?xml") for p in with_svg if p.suffix == ".svg")
+    build_report(run_dir, ["html"], out)
+    assert sorted(p.suffix for p in (out / "figures").iterdir()) == [".png"] * len(svgs)
+
+
+def test_figures_drawn_in_a_pool_equal_those_drawn_in_turn(run_dir, tmp_path):
+    from dgbench.reports.figures import all_figures
+    from dgbench.reports.leaderboard import boards, overall
+    from dgbench.reports.results import load
+    from dgbench.reports.summary import long_summary
+
+    results = load(run_dir)
+    board_map = boards(results)
+    drawn = {}
+    for processes in (1, 3):
+        figures = all_figures(results, long_summary(results), board_map, tmp_path / str(processes), overall(board_map),
+                              processes=processes)
+        drawn[processes] = {title: [p.read_bytes() for p in paths] for title, paths in figures.items()}
+    assert len(drawn[1]) >= 5 and list(drawn[1]) == list(drawn[3])  # the same figures, in the page's order
+    assert drawn[1] == drawn[3]  # byte for byte
+
+
+def test_curves_are_mean_and_sample_sd_over_seeds_per_step():
+    from dgbench.reports.figures import _curves
+
+    rng = np.random.default_rng(0)
+    series = pd.DataFrame({"step": np.repeat([10, 0, 20], [3, 1, 4]), "value": rng.normal(size=8),
+                           "wall": rng.uniform(size=8)}).sample(frac=1, random_state=1)
+    got = _curves(series, "wall")
+    expected = series.groupby("step").agg(x=("wall", "mean"), mean=("value", "mean"), sd=("value", "std"),
+                                          n=("value", "size"))
+    assert list(got.index) == [0, 10, 20]
+    np.testing.assert_allclose(got["x"], expected["x"], rtol=1e-12)
+    np.testing.assert_allclose(got["mean"], expected["mean"], rtol=1e-12)
+    np.testing.assert_allclose(got["sd"], expected["sd"].fillna(0), rtol=1e-12)  # one seed: no band
+    np.testing.assert_allclose(got["half"], 1.96 * expected["sd"].fillna(0) / np.sqrt(expected["n"]), rtol=1e-12)
 
 
 def _score_ranks(summary: pd.DataFrame) -> pd.DataFrame:
