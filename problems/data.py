@@ -26,6 +26,7 @@ fixed permutation into 1,197 / 300 / 300.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -213,7 +214,13 @@ DIGITS_SEED = 20111  # fixed: the split is part of the data set's definition
 
 
 def load_digits_binarized() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train", "valid", "test"}`` -> (uint8 pixels ``(N, 64)``, int64 labels ``(N,)``)."""
+    """``{"train", "valid", "test"}`` -> (uint8 pixels ``(N, 64)``, int64 labels ``(N,)``),
+    read-only arrays read once per process (scikit-learn parses its CSV on every call)."""
+    return dict(_digits_binarized())
+
+
+@functools.cache
+def _digits_binarized() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -224,5 +231,7 @@ def load_digits_binarized() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for split, n in zip(SPLITS, DIGITS_SPLIT):
         index = order[start:start + n]
         out[split] = (pixels[index], labels[index])
+        for a in out[split]:
+            a.setflags(write=False)
         start += n
     return out

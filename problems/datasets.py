@@ -28,4 +28,4 @@ def image_splits(name: str, dtype: torch.dtype, device: torch.device | str) -> d
         raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")
     # Row-major: a minibatch gathers whole rows (column-major storage made every gather of
     # 50 MNIST rows ten times slower).
-    return {split: torch.as_tensor(a).to(device=device, dtype=dtype).contiguous() for split, a in arrays.items()}
+    return {split: torch.tensor(a, device=device, dtype=dtype).contiguous() for split, a in arrays.items()}
