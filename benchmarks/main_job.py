@@ -2,7 +2,7 @@
 ``dgbench report``, each a fresh process, into a fresh directory (issue 32's target: at
 most 180 s on 2 cores, run plus report).
 
-    .venv/bin/python -m benchmarks.main_job [--suite quick] [--json out.json]
+    .venv/bin/python -m benchmarks.main_job [--suite quick] [--json out.json] [--keep DIR]
 
 Prints the ``run --dry-run`` prediction first (made in the same fresh directory, as a user
 would see it), then the measured wall times of ``run`` and ``report``, the cell time by
@@ -45,9 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="quick")
     parser.add_argument("--json", help="also write the measurements here")
+    parser.add_argument("--keep", help="run into this directory (must not exist) and keep it, for profiling the report")
     args = parser.parse_args()
+    if args.keep and Path(args.keep).exists():
+        raise SystemExit(f"--keep {args.keep}: already exists (the main job starts from a fresh directory)")
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / args.suite
+        out = Path(args.keep) if args.keep else Path(tmp) / args.suite
         _, predicted = timed([*DGBENCH, "run", "--suite", args.suite, "--out", str(out), "--dry-run"])
         print(predicted)
         run_s, run_line = timed([*DGBENCH, "run", "--suite", args.suite, "--out", str(out), "--quiet"])
