@@ -37,6 +37,10 @@ Capabilities are class variables, read by the harness (never by ``if id == ...``
                       state, so the seeds of a cell can train as one stacked model
                       (:mod:`dgbench.harness.seed_batching`). None (the default): yes for
                       built-in estimators without parameters or buffers, no for plugins
+``stacks_on_cpu``     stacked seeds pay on the CPU where the problem's do (True, the
+                      default); False where the estimator's own arithmetic, not overhead,
+                      makes its step (enumeration), so ``--seed-batching auto`` keeps its
+                      seeds apart on the CPU
 ``include_in_all``    part of a suite's ``include = "all"`` (False for a configurable core
                       whose published configurations are registered under their own ids,
                       e.g. ``score-function``; suites add it by name or as ``variants``)
@@ -101,6 +105,7 @@ class Estimator(torch.nn.Module):
     sequential: ClassVar[bool] = False
     include_in_all: ClassVar[bool] = True
     seed_batching: ClassVar[bool | None] = None
+    stacks_on_cpu: ClassVar[bool] = True
     paper: ClassVar[str] = ""
     group: ClassVar[str] = "other"
     hyperparameter_domains: ClassVar[dict[str, Domain]] = {}  # see dgbench.domains

@@ -46,6 +46,9 @@ class Exact(Estimator):
     paper = "Enumeration over all states (reference, not an estimator)"
     group = "reference"
     sequential = True
+    # Enumeration is arithmetic: 8 stacked seeds cost 1.6-1.7x a seed's step each on the
+    # digits VAEs (benchmarks.seed_batched_step, 2026-12-07).
+    stacks_on_cpu = False
 
     def __init__(
         self, node: str = "bernoulli", *, max_states: int = DEFAULT_MAX_STATES,

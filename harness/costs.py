@@ -8,13 +8,22 @@ each problem configuration is calibrated once by timing a few training steps of
 ``reinforce`` with one sample and one evaluation (of a few examples, scaled up, where a
 problem evaluates bounds on whole data splits), and a cell costs
 
-    train:      steps x step x e  +  evaluations x eval  +  variance checks x replicas x replica x e
-    gradstats:  replicas x replica x e
+    train:      steps x (step + (e - 1) x step')  +  evaluations x eval
+                +  variance checks x (batch + replicas x e x replica)
+    gradstats:  batch + replicas x e x replica
+
+plus ``build``, the time to construct the problem and its estimators (each cell, and each
+member of a stacked group, builds its own), and :data:`UNIT_OVERHEAD` per unit a worker
+runs (a cell or a stacked group: a worker's first call of each estimator and problem,
+the reference gradients, the result's assembly; measured on the ``quick`` suite, where the
+terms above came to 108 s of the 195 s its 1508 units ran, 2026-12-07),
 
 with ``e`` the estimator's f-evaluations per estimate (its samples times evaluations per
 sample, plus any extra; an exact enumeration counts as 1), ``step`` the time of one
-training step and ``replica`` the time per replica of a vectorised batch of gradient
-estimates. The members of a seed-batched group (:mod:`dgbench.harness.seed_batching`)
+training step with one sample and ``step'`` what each further sample adds (timed at one
+and at four samples: vectorised samples cost far less than a step each), ``batch`` the
+fixed cost of a vectorised batch of gradient estimates and ``replica`` what each replica
+adds (timed at 32 and 256 replicas). The members of a seed-batched group (:mod:`dgbench.harness.seed_batching`)
 train as one stacked model: there ``step`` is a stacked step of as many members, timed
 the same way, divided among them (evaluations and gradient statistics stay per member). It is a rough model (it ignores the shared reference gradient, computed once
 per configuration), meant to order cells and to tell a suite that fits a laptop from
@@ -37,21 +46,32 @@ from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
 
 WARMUP, TIMED = 2, 5
-REPLICAS = 32
+UNIT_OVERHEAD = 0.05  # seconds per unit beyond the model's terms (see the module docstring)
+SAMPLES = 4  # the second point of the step's line in f-evaluations
+REPLICAS = (32, 256)  # the two points of a gradient-statistics batch's line in replicas
 
 
 @dataclass(frozen=True)
 class Calibration:
     step_seconds: float  # one training step of reinforce with one sample
     evaluation_seconds: float  # one evaluate()
-    replica_seconds: float  # one replica of a vectorised batch of reinforce estimates
+    replica_seconds: float  # what one more replica adds to a vectorised batch of reinforce estimates
     split_seconds: dict[str, float] | None = None  # evaluation_seconds by split, where a problem evaluates by split
+    sample_seconds: float | None = None  # what one more sample adds to a step (None: a whole step)
+    batch_seconds: float = 0.0  # the fixed cost of a vectorised batch of estimates
+    build_seconds: float = 0.0  # constructing the problem and its estimators (data already loaded)
+
+    def step(self, evaluations: float) -> float:
+        extra = self.step_seconds if self.sample_seconds is None else self.sample_seconds
+        return self.step_seconds + (evaluations - 1) * extra
+
+    def replicas(self, replicas: float, evaluations: float) -> float:
+        return self.batch_seconds + replicas * evaluations * self.replica_seconds
 
 
-def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Calibration:
-    """Time a few training steps and one evaluation of ``problem`` (seed 0)."""
+def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: torch.device) -> float:
     instance = make_problem(problem, options, 0, device)
-    estimators = node_estimators(instance, ESTIMATORS["reinforce"], {"samples": 1}, device)
+    estimators = node_estimators(instance, ESTIMATORS["reinforce"], {"samples": samples}, device)
     generator = torch.Generator(device=device).manual_seed(0)
     materialize(instance, estimators, generator)
     optimizer = make_optimizer("adam", list(instance.parameters()) + list(estimators.parameters()), 1e-4, device)
@@ -61,13 +81,32 @@ def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Ca
     start = time.perf_counter()
     for _ in range(TIMED):
         train_step(instance, estimators, optimizer, generator, data)
-    step = (time.perf_counter() - start) / TIMED
+    return (time.perf_counter() - start) / TIMED
+
+
+def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Calibration:
+    """Time a few training steps (at one and at :data:`SAMPLES` samples), one evaluation
+    and two batches of gradient estimates of ``problem`` (seed 0)."""
+    one = _step_seconds(problem, options, 1, device)
+    more = _step_seconds(problem, options, SAMPLES, device)
+    start = time.perf_counter()  # the data were loaded by the steps' problems: this is construction only
+    instance = make_problem(problem, options, 0, device)
+    estimators = node_estimators(instance, ESTIMATORS["reinforce"], {"samples": 1}, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    materialize(instance, estimators, generator)
+    build = time.perf_counter() - start
     splits = _evaluation_seconds(instance, problem, options, device)
-    replicated_gradients(instance, estimators, REPLICAS, generator)
-    start = time.perf_counter()
-    replicated_gradients(instance, estimators, REPLICAS, generator)
-    return Calibration(step, sum(splits.values()), (time.perf_counter() - start) / REPLICAS,
-                       splits if len(splits) > 1 or "" not in splits else None)
+    batches = []
+    for replicas in REPLICAS:
+        replicated_gradients(instance, estimators, replicas, generator)
+        start = time.perf_counter()
+        replicated_gradients(instance, estimators, replicas, generator)
+        batches.append(time.perf_counter() - start)
+    (r0, t0), (r1, t1) = zip(REPLICAS, batches)
+    per_replica = max((t1 - t0) / (r1 - r0), t1 / r1 / 10)  # a floor: timing noise may flatten the line
+    return Calibration(one, sum(splits.values()), per_replica, splits if len(splits) > 1 or "" not in splits else None,
+                       sample_seconds=max((more - one) / (SAMPLES - 1), 0.0),
+                       batch_seconds=max(t0 - r0 * per_replica, 0.0), build_seconds=build)
 
 
 CALIBRATION_EXAMPLES = 32
@@ -138,14 +177,17 @@ class CellCost:
     evaluations: int  # how many of them
     deferred: float  # the cell's share of the held-out evaluation at the selected point
 
+    build: float = 0.0  # constructing the problem and its estimators
+
     @property
     def seconds(self) -> float:
-        return self.steps + self.evaluation * self.evaluations + self.deferred
+        return self.build + self.steps + self.evaluation * self.evaluations + self.deferred
 
     def pruned(self, share: float, rung_evaluations: float) -> float:
         """The expected seconds under successive halving: ``share`` of the steps (and of
         the evaluations along them) and ``rung_evaluations`` more evaluations."""
-        return self.steps * share + self.evaluation * (self.evaluations * share + rung_evaluations) + self.deferred
+        return (self.build + self.steps * share + self.evaluation * (self.evaluations * share + rung_evaluations)
+                + self.deferred)
 
 
 def training_cost(cell: Cell, calibration: Calibration) -> CellCost:
@@ -154,16 +196,16 @@ def training_cost(cell: Cell, calibration: Calibration) -> CellCost:
     s, e = cell.settings, evaluations(cell)
     steps = s["steps"]
     along, later = evaluation_shares(cell, calibration.split_seconds)
-    return CellCost(steps * calibration.step_seconds * e
-                    + steps // s["variance_every"] * s["variance_replicas"] * calibration.replica_seconds * e,
+    return CellCost(steps * calibration.step(e)
+                    + steps // s["variance_every"] * calibration.replicas(s["variance_replicas"], e),
                     calibration.evaluation_seconds * along, evaluations_along(steps, s["eval_every"]),
-                    calibration.evaluation_seconds * later / s.get("grid_points", 1))
+                    calibration.evaluation_seconds * later / s.get("grid_points", 1), calibration.build_seconds)
 
 
 def predicted_seconds(cell: Cell, calibration: Calibration) -> float:
     """The model of the module docstring."""
     if cell.kind == "gradstats":
-        return cell.settings["replicas"] * calibration.replica_seconds * evaluations(cell)
+        return calibration.build_seconds + calibration.replicas(cell.settings["replicas"], evaluations(cell))
     return training_cost(cell, calibration).seconds
 
 
@@ -225,15 +267,19 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
                 step = calibrate_stacked(cell.problem, cell.options, members, device)
             except Exception:  # no stacked figure: each member as if it ran alone
                 step = calibrations[config].step_seconds
-            calibrations[(*config, members)] = replace(calibrations[config], step_seconds=step)
+            single = calibrations[config]
+            scale = step / single.step_seconds if single.step_seconds > 0 else 1.0
+            calibrations[(*config, members)] = replace(
+                single, step_seconds=step,
+                sample_seconds=None if single.sample_seconds is None else single.sample_seconds * scale)
         return calibrations[(*config, members)]
 
     def seconds(cell: Cell, members: int = 1) -> float:
         if cell.key in measured:  # a stacked member records its whole group's time
             return measured[cell.key] / members
         if cell.key in pruned:
-            return training_cost(cell, calibration(cell, members)).pruned(*pruned[cell.key])
-        return predicted_seconds(cell, calibration(cell, members))
+            return UNIT_OVERHEAD / members + training_cost(cell, calibration(cell, members)).pruned(*pruned[cell.key])
+        return UNIT_OVERHEAD / members + predicted_seconds(cell, calibration(cell, members))
 
     out = {}
     for cell in cells:

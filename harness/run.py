@@ -144,7 +144,8 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
     :class:`Plan` (cells and estimated time). ``seed_batching``: "on" trains the seeds (and
     a grid's learning rates) of a training cell as one stacked model where they can batch,
     "off" never, "auto" (the default) every problem that can on CUDA devices and, on the
-    CPU, the problems whose steps are dominated by overhead (``stacks_on_cpu``: the toys)
+    CPU, the problems whose steps are dominated by overhead (``stacks_on_cpu_with``: the
+    toys, the VAEs on the digits), except estimators that enumerate
     (:mod:`dgbench.harness.seed_batching`). ``prune``: "halving" trains each grid by
     successive halving (:mod:`dgbench.harness.halving`: hopeless points stop early, a
     protocol difference the report states), "none" (the default) trains every point to
@@ -168,7 +169,7 @@ def run(suite: str, out: str | Path | None = None, *, problems: list[str] | None
         raise UsageError("--prune halving runs cell by cell (its rungs pause and resume single cells): "
                          "use it without --seed-batching on")
     # auto: every problem that can stack on CUDA; on the CPU only those whose steps are
-    # dominated by overhead (stacks_on_cpu, the toys), as measured
+    # dominated by overhead (the toys, the digits VAEs; not enumeration), as measured
     batch_seeds = prune == "none" and seed_batching != "off"
     cpu_auto = seed_batching == "auto" and not device.startswith("cuda")
     for flag, value in (("--cell-timeout", cell_timeout), ("--checkpoint-every", checkpoint_every)):

@@ -115,14 +115,16 @@ def refusal(cell: Cell) -> str | None:
     return why
 
 
-CPU_AUTO_REFUSAL = "seed batching auto on the CPU: stacked seeds pay only where overhead dominates a step (the toys)"
+CPU_AUTO_REFUSAL = ("seed batching auto on the CPU: stacked seeds pay only where overhead dominates a step "
+                    "(the toys, the VAEs on the digits; not enumeration)")
 
 
 def group_cells(cells: list[Cell], max_members: int | None = None, cpu_auto: bool = False
                 ) -> tuple[list[Cell | CellGroup], dict[str, int]]:
     """Training cells grouped over seeds where they can batch (groups of at most
     ``max_members``), the rest as they are; and the count of training cells that stay
-    per seed, by reason. ``cpu_auto``: only problems that declare ``stacks_on_cpu``."""
+    per seed, by reason. ``cpu_auto``: only where the problem stacks on the CPU with the
+    cell's options (``stacks_on_cpu_with``) and the estimator declares ``stacks_on_cpu``."""
     groups: dict[tuple, list[Cell]] = {}
     out: list[Cell | CellGroup] = []
     per_seed: dict[str, int] = {}
@@ -132,7 +134,8 @@ def group_cells(cells: list[Cell], max_members: int | None = None, cpu_auto: boo
                          repr(sorted(cell.hyperparameters.items())), cell.variant_of)
         if not cell.skip_reason and configuration not in refusals:
             refusals[configuration] = refusal(cell)
-            if cpu_auto and refusals[configuration] is None and not PROBLEMS[cell.problem].stacks_on_cpu:
+            if cpu_auto and refusals[configuration] is None and not (
+                    PROBLEMS[cell.problem].stacks_on_cpu_with(cell.options) and cell.estimator_class.stacks_on_cpu):
                 refusals[configuration] = CPU_AUTO_REFUSAL
         why = None if cell.skip_reason else refusals[configuration]
         if cell.skip_reason or why is not None:

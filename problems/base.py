@@ -31,7 +31,8 @@ Class attributes:
                     autograd overhead, which stacking shares among the members, dominates
                     it (the toys; measured in benchmarks/measurements). ``--seed-batching
                     auto`` stacks these on the CPU and every ``seed_batching`` problem on
-                    CUDA
+                    CUDA; :meth:`stacks_on_cpu_with` decides per options where the size
+                    of the model depends on them (a VAE on the 8x8 digits, not on MNIST)
 ``bound_option``    the option holding k where the objective can be a k-sample bound
                     (``bound_samples``; None: no such objective). Estimators declaring
                     ``multi_sample_bound`` (VIMCO) apply only when k > 1.
@@ -202,6 +203,12 @@ class Problem(torch.nn.Module):
 
     def next_batch(self, generator: torch.Generator) -> None:
         """Move to the next training minibatch (problems without data: nothing to do)."""
+
+    @classmethod
+    def stacks_on_cpu_with(cls, options: dict[str, Any]) -> bool:
+        """Whether stacked seeds of this problem with ``options`` pay on the CPU (default:
+        the class's ``stacks_on_cpu``)."""
+        return cls.stacks_on_cpu
 
     @classmethod
     def seed_batching_refusal(cls, options: dict[str, Any]) -> str | None:

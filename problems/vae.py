@@ -104,6 +104,13 @@ class DiscreteVAE(LatentVariableModel):
     seed_batching = True
 
     @classmethod
+    def stacks_on_cpu_with(cls, options: dict[str, Any]) -> bool:
+        # On the digits (64 pixels, a few latents) a step is overhead: 8 stacked seeds cost
+        # 0.21-0.28 of a seed's step each (benchmarks.seed_batched_step, 2026-12-07); an
+        # MNIST model's GEMMs gain nothing from stacking on the CPU.
+        return cls.dataset == "digits"
+
+    @classmethod
     def seed_batching_refusal(cls, options: dict[str, Any]) -> str | None:
         k = options.get("bound_samples", cls.defaults.get("bound_samples", 1))
         if k > 1:  # the k blocks of units put a dim between the batch and the features

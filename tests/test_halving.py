@@ -165,8 +165,8 @@ def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs, monk
         assert halved.seconds[cell.key] < full.seconds[cell.key]
     for cell in trained:  # the halved cost is the model's, at the expected share of steps and rung evaluations
         cost = costs.training_cost(cell, fixed)
-        assert full.seconds[cell.key] == pytest.approx(cost.seconds)
-        assert halved.seconds[cell.key] == pytest.approx(cost.pruned(*halving.expected_share(4, 40)))
+        assert full.seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cost.seconds)
+        assert halved.seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cost.pruned(*halving.expected_share(4, 40)))
     with pytest.raises(UsageError, match="without --seed-batching on"):
         run(str(path), "/nonexistent/never", dry_run=True, prune="halving", seed_batching="on")
     with pytest.raises(UsageError, match="--prune must be one of"):

@@ -259,12 +259,26 @@ def test_a_group_resumes_from_its_checkpoint_with_the_same_series(tmp_path):
             assert series(b, name) == series(a, name), name
 
 
-def test_a_group_costs_its_members_together():
+def test_a_group_costs_its_members_at_a_stacked_step(monkeypatch):
+    """A group is one unit whose members' steps cost a stacked step's share each."""
+    from dgbench.harness import costs
+
     cells = training_cells("categorical-toy", "reinforce")
     group = CellGroup(tuple(cells))
+    monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(1e-3, 0.0, 0.0))
+    monkeypatch.setattr(costs, "calibrate_stacked", lambda problem, options, members, device: 2.5e-4)
     seconds = estimate(cells + [group], torch.device("cpu"))
-    assert seconds[group.key] == pytest.approx(sum(seconds[c.key] for c in cells))
+    steps, e = cells[0].settings["steps"], costs.evaluations(cells[0])
+    assert seconds[cells[0].key] == pytest.approx(costs.UNIT_OVERHEAD + steps * 1e-3 * e)
+    assert seconds[group.key] == pytest.approx(costs.UNIT_OVERHEAD + len(cells) * steps * 2.5e-4 * e)
     assert predicted_seconds(cells[0], Calibration(1.0, 0.0, 0.0)) > 0
+
+
+def test_a_stacked_step_is_timed_per_member():
+    from dgbench.harness.costs import calibrate_stacked
+
+    per_member = calibrate_stacked("categorical-toy", {}, 3, torch.device("cpu"))
+    assert 0 < per_member < 1
 
 
 @pytest.mark.slow
@@ -303,3 +317,23 @@ def test_a_group_on_cuda_matches_its_single_seed_cells_there(estimator):
     result = train_group(CellGroup(tuple(cells)), torch.device("cuda"))["members"]
     for cell, member in zip(cells, result):
         assert_same_run(run_cell(cell, "cuda"), member, rtol=1e-4)
+
+
+def test_auto_on_the_cpu_stacks_where_overhead_dominates():
+    """``--seed-batching auto`` on the CPU stacks the toys and the digits VAEs, never an
+    MNIST-sized VAE (GEMM-bound) nor enumeration (arithmetic-bound)."""
+    def stacked(problem: str, estimator: str, options: dict) -> bool:
+        cells = [Cell("train", problem, options, estimator, {}, seed, SETTINGS) for seed in SEEDS]
+        units, per_seed = group_cells(cells, cpu_auto=True)
+        return len(units) == 1
+
+    assert PROBLEMS["categorical-toy"].stacks_on_cpu_with({}) and PROBLEMS["vae-bernoulli-tiny"].stacks_on_cpu_with({})
+    assert not PROBLEMS["vae-bernoulli-linear"].stacks_on_cpu_with({})
+    assert stacked("categorical-toy", "reinforce", PROBLEM_OPTIONS["categorical-toy"])
+    assert stacked("vae-bernoulli-digits", "reinforce", PROBLEM_OPTIONS["vae-bernoulli-digits"])
+    assert not stacked("vae-bernoulli-digits", "exact", PROBLEM_OPTIONS["vae-bernoulli-digits"])
+    assert not ESTIMATORS["exact"].stacks_on_cpu and ESTIMATORS["reinforce"].stacks_on_cpu
+    # without cpu_auto (CUDA, or --seed-batching on) the digits' enumeration stacks too
+    cells = [Cell("train", "vae-bernoulli-digits", PROBLEM_OPTIONS["vae-bernoulli-digits"], "exact", {}, s, SETTINGS)
+             for s in SEEDS]
+    assert len(group_cells(cells)[0]) == 1
