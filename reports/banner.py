@@ -137,7 +137,10 @@ def banner(results: Results, board_map: dict[str, Board], name: str, directory: 
     if seeds and comparisons:
         fewest = seeds[0]
         multiplier = tie_multiplier(fewest, comparisons)
-        sharpen = f"dgbench run --suite {name} --seeds 10 --out {directory}; dgbench report {directory}"
+        sel = results.selection if results.tuned else None
+        halving = sel is not None and "pruned" in sel and bool(sel["pruned"].sum())
+        prune = " --prune halving" if halving else ""  # the same protocol, more seeds
+        sharpen = f"dgbench run --suite {name} --seeds 10{prune} --out {directory}; dgbench report {directory}"
         if math.isinf(multiplier):
             lines.append(f"Ties: with one seed nothing is tested; every mark is \"untested\". Sharpen: {sharpen}.")
             warning = True

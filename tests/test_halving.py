@@ -124,6 +124,7 @@ def test_selection_and_the_report_use_only_points_that_trained_to_the_end(runs, 
     build_report(halved, ["md"], tmp_path / "report")
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "Pruned: successive halving (--prune halving) stopped 6 of 8 grid points early" in text
+    assert "--seeds 10 --prune halving --out" in text  # more seeds under the same protocol
 
 
 def test_a_halving_run_stopped_between_rungs_resumes_to_the_same_results(runs, tmp_path, monkeypatch):
