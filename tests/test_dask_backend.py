@@ -163,7 +163,10 @@ def _kill_worker_mid_cell(tmp_path: Path, retries: int, scheduler_env: dict[str,
         suite = tmp_path / "slow.toml"
         suite.write_text(SLOW_SUITE)
         driver = subprocess.Popen([*DGBENCH, "run", "--quiet", "--suite", str(suite), "--out", str(tmp_path / "out"),
-                                   "--backend", "dask", "--scheduler", c.address, "--retries", str(retries)],
+                                   "--backend", "dask", "--scheduler", c.address, "--retries", str(retries),
+                                   # one task per cell, so that the killed tasks name the cells they ran
+                                   # (the digits VAE's seeds would otherwise stack into one group task)
+                                   "--seed-batching", "off"],
                                   env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         victim = c.address_of("w0")
         deadline = time.time() + 300
