@@ -15,6 +15,7 @@ import io
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -396,7 +397,7 @@ def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board
         processes = min(len(jobs), processes or os.cpu_count() or 1)
         if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
             # Forked children inherit the data (nothing is pickled but the paths they return).
-            with multiprocessing.get_context("fork").Pool(processes) as pool:
+            with multiprocessing.get_context("fork").Pool(processes, initializer=_quiet_worker) as pool:
                 written = pool.map(_draw_and_save, range(len(jobs)), chunksize=1)
         else:
             written = [_draw_and_save(i) for i in range(len(jobs))]
@@ -410,6 +411,14 @@ def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board
 
 
 _JOBS: list[tuple[Callable[..., Drawn | None], tuple, Path, bool]] = []
+
+
+def _quiet_worker() -> None:
+    """A drawing process dies quietly: it does not inherit the CLI's SIGTERM handler (the
+    pool's exit terminates it; the handler would print a traceback per worker), and Ctrl-C
+    is the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _draw_and_save(index: int) -> list[Path]:

@@ -117,6 +117,18 @@ def test_figures_drawn_in_a_pool_equal_those_drawn_in_turn(run_dir, tmp_path):
     assert drawn[1] == drawn[3]  # byte for byte
 
 
+def test_the_report_command_ends_its_drawing_processes_quietly(run_dir, tmp_path):
+    """`dgbench report` installs a SIGTERM handler; the pool's forked drawing processes
+    must not inherit it, or each prints a traceback when the pool ends."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "dgbench.harness.cli", "report", str(run_dir), "--out",
+                           str(tmp_path / "report"), "--format", "html"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Terminated" not in done.stderr, done.stderr
+
+
 def test_curves_are_mean_and_sample_sd_over_seeds_per_step():
     from dgbench.reports.figures import _curves
 
