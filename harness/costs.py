@@ -19,7 +19,8 @@ the reference gradients, the result's assembly; measured on the ``quick`` suite,
 terms above came to 108 s of the 195 s its 1508 units ran, 2026-12-07),
 
 with ``e`` the estimator's f-evaluations per estimate (its samples times evaluations per
-sample, plus any extra; an exact enumeration counts as 1), ``step`` the time of one
+sample, plus any extra; an enumeration counts as 1, its ``step`` timed on ``exact``
+itself), ``step`` the time of one
 training step with one sample and ``step'`` what each further sample adds (timed at one
 and at four samples: vectorised samples cost far less than a step each), ``batch`` the
 fixed cost of a vectorised batch of gradient estimates and ``replica`` what each replica
@@ -69,19 +70,31 @@ class Calibration:
         return self.batch_seconds + replicas * evaluations * self.replica_seconds
 
 
-def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: torch.device) -> float:
+def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: torch.device,
+                  estimator: str = "reinforce", warmup: int = WARMUP, timed: int = TIMED) -> float:
     instance = make_problem(problem, options, 0, device)
-    estimators = node_estimators(instance, ESTIMATORS["reinforce"], {"samples": samples}, device)
+    hyperparameters = {"samples": samples} if "samples" in ESTIMATORS[estimator].default_hyperparameters() else {}
+    estimators = node_estimators(instance, ESTIMATORS[estimator], hyperparameters, device)
     generator = torch.Generator(device=device).manual_seed(0)
     materialize(instance, estimators, generator)
     optimizer = make_optimizer("adam", list(instance.parameters()) + list(estimators.parameters()), 1e-4, device)
     data = torch.Generator().manual_seed(0)
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         train_step(instance, estimators, optimizer, generator, data)
     start = time.perf_counter()
-    for _ in range(TIMED):
+    for _ in range(timed):
         train_step(instance, estimators, optimizer, generator, data)
-    return (time.perf_counter() - start) / TIMED
+    return (time.perf_counter() - start) / timed
+
+
+def calibrate_enumeration(problem: str, options: dict[str, Any], device: torch.device) -> float | None:
+    """Seconds of one training step of ``exact`` on ``problem`` (an enumeration of every
+    state: its cost grows with the states, not with samples, so the sample line of
+    :func:`calibrate` cannot price it), or None where it does not apply."""
+    try:
+        return _step_seconds(problem, options, 1, device, "exact", warmup=1, timed=2)
+    except Exception:  # NotApplicable (too many states) or a failure the cell will report
+        return None
 
 
 def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Calibration:
@@ -260,6 +273,12 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
                 calibrations[config] = calibrate(cell.problem, cell.options, device)
             except Exception:  # the cell itself will report what is wrong; here it only loses its place
                 calibrations[config] = Calibration(0.0, 0.0, 0.0)
+        if cell.kind == "train" and cell.estimator_class.evals_per_sample is None:  # an enumeration
+            if (*config, "enumeration") not in calibrations:
+                step = calibrate_enumeration(cell.problem, cell.options, device)
+                calibrations[(*config, "enumeration")] = calibrations[config] if step is None else replace(
+                    calibrations[config], step_seconds=step, sample_seconds=0.0)
+            return calibrations[(*config, "enumeration")]
         if members == 1:
             return calibrations[config]
         if (*config, members) not in calibrations:

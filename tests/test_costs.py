@@ -102,3 +102,22 @@ def test_a_cheaper_validation_bound_weighs_less_in_the_cost_of_a_deferred_grid()
     along, later = costs.evaluation_shares(cell, {"valid": 1.0, "test": 10.0})
     assert along == pytest.approx(1 / 11) and later == pytest.approx(10 / 11)
     assert costs.evaluation_shares(cell) == (0.5, 0.5)  # without a calibration: splits alike
+
+
+def test_an_enumeration_is_priced_by_a_timed_exact_step(monkeypatch):
+    """`exact`'s cost grows with the states, not the samples: its training cells are priced
+    by a timed step of `exact` itself, where it applies."""
+    from dgbench.harness import costs
+
+    suite = parse_suite(TINY.replace('include = ["reinforce",', 'include = ["exact", "reinforce",'), "tiny")
+    todo = [c for c in expand(suite) if c.kind == "train" and not c.skip_reason and c.estimator in ("exact", "reinforce")]
+    assert {c.estimator for c in todo} == {"exact", "reinforce"}
+    monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(1e-3, 0.0, 0.0))
+    monkeypatch.setattr(costs, "calibrate_enumeration", lambda *args: 0.5)
+    seconds = estimate(todo, torch.device("cpu"))
+    for cell in todo:
+        step = 0.5 if cell.estimator == "exact" else 1e-3 * costs.evaluations(cell)
+        assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cell.settings["steps"] * step)
+    monkeypatch.undo()
+    assert 0 < costs.calibrate_enumeration("bernoulli-toy", {"dim": 3}, torch.device("cpu")) < 1
+    assert costs.calibrate_enumeration("bernoulli-toy", {"dim": 40}, torch.device("cpu")) is None  # 2^40 states
