@@ -5,36 +5,38 @@ the other workers idle).
 A cell's cost is measured where it can be (the run time of the same cell in an earlier
 run of the directory, e.g. one that failed or was interrupted) and otherwise predicted:
 each problem configuration is calibrated once by timing a few training steps of
-``reinforce`` with one sample and one evaluation (of a few examples, scaled up, where a
-problem evaluates bounds on whole data splits), and a cell costs
+``reinforce`` and one evaluation (of a few examples, scaled up, where a problem
+evaluates bounds on whole data splits), and a cell costs
 
     train:      steps x (step + (e - 1) x step')  +  evaluations x eval
                 +  variance checks x (batch + replicas x e x replica)
     gradstats:  batch + replicas x e x replica
 
-plus ``build``, the time to construct the problem and its estimators (each cell, and each
-member of a stacked group, builds its own), and :data:`UNIT_OVERHEAD` per unit a worker
-runs (a cell or a stacked group: a worker's first call of each estimator and problem,
-the reference gradients, the result's assembly; measured on the ``quick`` suite, where the
-terms above came to 108 s of the 195 s its 1508 units ran, 2026-12-07),
+plus ``build`` (constructing the problem and its estimators; each cell, and each member
+of a stacked group, builds its own) and :data:`UNIT_OVERHEAD` per unit a worker runs (a
+cell or a stacked group: a worker's first call of each estimator and problem, the
+reference gradients, the result's assembly; fitted on the ``quick`` suite, where the
+other terms came to 108 s of the 195 s its 1508 units ran, 2026-12-07).
 
-with ``e`` the estimator's f-evaluations per estimate (its samples times evaluations per
-sample, plus any extra; an enumeration counts as 1, its ``step`` timed on ``exact``
-itself), ``step`` the time of one
-training step with one sample and ``step'`` what each further sample adds (timed at one
-and at four samples: vectorised samples cost far less than a step each), ``batch`` the
-fixed cost of a vectorised batch of gradient estimates and ``replica`` what each replica
-adds (timed at 32 and 256 replicas). The members of a seed-batched group (:mod:`dgbench.harness.seed_batching`)
-train as one stacked model: there ``step`` is a stacked step of as many members, timed
-the same way, divided among them (evaluations and gradient statistics stay per member). It is a rough model (it ignores the shared reference gradient, computed once
-per configuration), meant to order cells and to tell a suite that fits a laptop from
-one that needs a cluster.
+``e`` is the estimator's f-evaluations per estimate (its samples times evaluations per
+sample, plus any extra), ``step`` a training step with one sample and ``step'`` what each
+further sample adds (timed at one and at :data:`SAMPLES` samples: vectorised samples cost
+far less than a step each), ``batch`` the fixed cost of a vectorised batch of gradient
+estimates and ``replica`` what each replica adds (timed at the two :data:`REPLICAS`).
+Two kinds of training cell are timed on their own: an enumeration (``evals_per_sample``
+None, e.g. ``exact``), whose cost grows with the node's states rather than with samples,
+by a step of that estimator; and the members of a seed-batched group
+(:mod:`dgbench.harness.seed_batching`), by a stacked step of as many members divided
+among them (evaluations and gradient statistics stay per member). It is a rough model,
+meant to order cells and to tell a suite that fits a laptop from one that needs a
+cluster.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,29 +72,42 @@ class Calibration:
         return self.batch_seconds + replicas * evaluations * self.replica_seconds
 
 
-def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: torch.device,
-                  estimator: str = "reinforce", warmup: int = WARMUP, timed: int = TIMED) -> float:
+def _built(problem: str, options: dict[str, Any], estimator: str, samples: int, device: torch.device
+           ) -> tuple[Any, torch.nn.ModuleDict, torch.Generator]:
+    """``problem`` at seed 0 with ``estimator`` (``samples`` where it takes them), ready to step."""
     instance = make_problem(problem, options, 0, device)
-    hyperparameters = {"samples": samples} if "samples" in ESTIMATORS[estimator].default_hyperparameters() else {}
-    estimators = node_estimators(instance, ESTIMATORS[estimator], hyperparameters, device)
+    cls = ESTIMATORS[estimator]
+    hyperparameters = {"samples": samples} if "samples" in cls.default_hyperparameters() else {}
+    estimators = node_estimators(instance, cls, hyperparameters, device)
     generator = torch.Generator(device=device).manual_seed(0)
     materialize(instance, estimators, generator)
-    optimizer = make_optimizer("adam", list(instance.parameters()) + list(estimators.parameters()), 1e-4, device)
-    data = torch.Generator().manual_seed(0)
+    return instance, estimators, generator
+
+
+def _seconds_per_call(step: Callable[[], Any], warmup: int = WARMUP, timed: int = TIMED) -> float:
     for _ in range(warmup):
-        train_step(instance, estimators, optimizer, generator, data)
+        step()
     start = time.perf_counter()
     for _ in range(timed):
-        train_step(instance, estimators, optimizer, generator, data)
+        step()
     return (time.perf_counter() - start) / timed
 
 
-def calibrate_enumeration(problem: str, options: dict[str, Any], device: torch.device) -> float | None:
-    """Seconds of one training step of ``exact`` on ``problem`` (an enumeration of every
-    state: its cost grows with the states, not with samples, so the sample line of
+def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: torch.device,
+                  estimator: str = "reinforce", warmup: int = WARMUP, timed: int = TIMED) -> float:
+    instance, estimators, generator = _built(problem, options, estimator, samples, device)
+    optimizer = make_optimizer("adam", list(instance.parameters()) + list(estimators.parameters()), 1e-4, device)
+    data = torch.Generator().manual_seed(0)
+    return _seconds_per_call(lambda: train_step(instance, estimators, optimizer, generator, data), warmup, timed)
+
+
+def calibrate_enumeration(problem: str, options: dict[str, Any], estimator: str, device: torch.device
+                          ) -> float | None:
+    """Seconds of one training step of the enumerating ``estimator`` on ``problem`` (its
+    cost grows with the node's states, not with samples, so the sample line of
     :func:`calibrate` cannot price it), or None where it does not apply."""
     try:
-        return _step_seconds(problem, options, 1, device, "exact", warmup=1, timed=2)
+        return _step_seconds(problem, options, 1, device, estimator, warmup=1, timed=2)
     except Exception:  # NotApplicable (too many states) or a failure the cell will report
         return None
 
@@ -103,10 +118,7 @@ def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Ca
     one = _step_seconds(problem, options, 1, device)
     more = _step_seconds(problem, options, SAMPLES, device)
     start = time.perf_counter()  # the data were loaded by the steps' problems: this is construction only
-    instance = make_problem(problem, options, 0, device)
-    estimators = node_estimators(instance, ESTIMATORS["reinforce"], {"samples": 1}, device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    materialize(instance, estimators, generator)
+    instance, estimators, generator = _built(problem, options, "reinforce", 1, device)
     build = time.perf_counter() - start
     splits = _evaluation_seconds(instance, problem, options, device)
     batches = []
@@ -242,12 +254,7 @@ def calibrate_stacked(problem: str, options: dict[str, Any], members: int, devic
         group_step(shell, estimators, optimizer, noise, instances, data)
         optimizer.step()
 
-    for _ in range(WARMUP):
-        step()
-    start = time.perf_counter()
-    for _ in range(TIMED):
-        step()
-    return (time.perf_counter() - start) / TIMED / members
+    return _seconds_per_call(step) / members
 
 
 def configuration(cell: Cell) -> tuple[str, str]:
@@ -274,11 +281,12 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
             except Exception:  # the cell itself will report what is wrong; here it only loses its place
                 calibrations[config] = Calibration(0.0, 0.0, 0.0)
         if cell.kind == "train" and cell.estimator_class.evals_per_sample is None:  # an enumeration
-            if (*config, "enumeration") not in calibrations:
-                step = calibrate_enumeration(cell.problem, cell.options, device)
-                calibrations[(*config, "enumeration")] = calibrations[config] if step is None else replace(
+            key = (*config, cell.estimator)
+            if key not in calibrations:
+                step = calibrate_enumeration(cell.problem, cell.options, cell.estimator, device)
+                calibrations[key] = calibrations[config] if step is None else replace(
                     calibrations[config], step_seconds=step, sample_seconds=0.0)
-            return calibrations[(*config, "enumeration")]
+            return calibrations[key]
         if members == 1:
             return calibrations[config]
         if (*config, members) not in calibrations:

@@ -76,9 +76,9 @@ def forward_backward(problem: Problem, estimators: torch.nn.ModuleDict, optimize
     (scaled if problem.minimize else -scaled).backward()
     estimator_losses = _step_estimators(estimators)
     objective = loss.detach()
-    # One sum per gradient: NaN and inf propagate into the sums (a sum that overflows
-    # counts as divergence too), at a tenth of the cost of isfinite per element.
-    # The objective joins them, and one isfinite checks the total.
+    # One sum per gradient, and the objective with them: NaN and inf propagate into the
+    # total (one that overflows counts as divergence too), so one isfinite checks it all,
+    # at a tenth of the cost of isfinite per element.
     sums = [p.grad.sum() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     total = objective if objective.dim() == 0 else objective.sum()
     finite = torch.stack([total, *sums]).sum().isfinite() if sums else total.isfinite()
@@ -113,7 +113,8 @@ def make_optimizer(name: str, params: list[torch.nn.Parameter] | list[dict[str, 
     and CUDA; the update of the default implementation up to float rounding, at 2-3x less
     time on a 784-200 model; :class:`~dgbench.harness.fused_adam.FusedAdam` calls that
     kernel without the per-step Python of ``torch.optim.Adam.step``) or ``sgd`` (with
-    ``momentum``, PyTorch's heavy-ball form). ``params`` may be parameter groups (``{"params": [...], "lr": ...}``)."""
+    ``momentum``, PyTorch's heavy-ball form). ``params`` may be parameter groups
+    (``{"params": [...], "lr": ...}``)."""
     if name == "adam":
         tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
         fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in tensors)

@@ -108,7 +108,7 @@ class DiscreteVAE(LatentVariableModel):
         # On the digits (64 pixels, a few latents) a step is overhead: 8 stacked seeds cost
         # 0.21-0.28 of a seed's step each (benchmarks.seed_batched_step, 2026-12-07); an
         # MNIST model's GEMMs gain nothing from stacking on the CPU.
-        return cls.dataset == "digits"
+        return options.get("dataset", cls.dataset) == "digits"
 
     @classmethod
     def seed_batching_refusal(cls, options: dict[str, Any]) -> str | None:

@@ -119,5 +119,5 @@ def test_an_enumeration_is_priced_by_a_timed_exact_step(monkeypatch):
         step = 0.5 if cell.estimator == "exact" else 1e-3 * costs.evaluations(cell)
         assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cell.settings["steps"] * step)
     monkeypatch.undo()
-    assert 0 < costs.calibrate_enumeration("bernoulli-toy", {"dim": 3}, torch.device("cpu")) < 1
-    assert costs.calibrate_enumeration("bernoulli-toy", {"dim": 40}, torch.device("cpu")) is None  # 2^40 states
+    assert 0 < costs.calibrate_enumeration("bernoulli-toy", {"dim": 3}, "exact", torch.device("cpu")) < 1
+    assert costs.calibrate_enumeration("bernoulli-toy", {"dim": 40}, "exact", torch.device("cpu")) is None  # 2^40 states
