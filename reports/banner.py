@@ -99,6 +99,15 @@ def tie_multiplier(seeds: int, comparisons: int, alpha: float = ALPHA_TIE) -> fl
     return float(student_t.isf(alpha / max(1, comparisons), seeds - 1))
 
 
+def tie_thresholds(seeds: list[int], comparisons: int) -> str:
+    """The threshold of :func:`tie_multiplier` for each number of seeds the configurations
+    ran (sorted, at least 2), in words: configurations with more seeds call smaller
+    differences, and one figure for the fewest would hide that."""
+    first, *more = [f"about {tie_multiplier(n, comparisons):.3g}" for n in seeds]
+    return f"{first} standard errors of the paired difference with {seeds[0]} seeds" + "".join(
+        f", {m} with {n}" for m, n in zip(more, seeds[1:]))
+
+
 def banner(results: Results, board_map: dict[str, Board], name: str, directory: str) -> Banner:
     suite = _suite(results)
     lines: list[str] = []
@@ -145,8 +154,8 @@ def banner(results: Results, board_map: dict[str, Board], name: str, directory: 
             lines.append(f"Ties: with one seed nothing is tested; every mark is \"untested\". Sharpen: {sharpen}.")
             warning = True
         else:
-            lines.append(f"Ties: with {fewest} seeds a difference is called only when it exceeds about "
-                         f"{multiplier:.3g} standard errors of the paired difference (first Holm step over "
+            lines.append(f"Ties: with {seeds_text} seeds a difference is called only when it exceeds "
+                         f"{tie_thresholds(seeds, comparisons)} (first Holm step over "
                          f"{comparisons} comparisons at level {ALPHA_TIE:g}); \"≈ tied\" means \"not shown to "
                          f"differ\". Sharpen: {sharpen}.")
             warning = warning or multiplier > 10

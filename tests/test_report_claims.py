@@ -140,3 +140,16 @@ def test_a_log_axis_only_where_the_data_span_a_decade():
     _log(wide, "y")
     assert narrow.get_yscale() == "linear" and wide.get_yscale() == "log"
     plt.close(fig)
+
+
+def test_the_tie_threshold_is_stated_for_each_number_of_seeds():
+    """A suite whose configurations run 2 and 8 seeds calls far smaller differences on the
+    8-seed ones; the banner gives both thresholds, each the first Holm step's t-value."""
+    from scipy.stats import t as student_t
+
+    from dgbench.reports.banner import tie_thresholds
+
+    text = tie_thresholds([2, 8], 462)
+    two, eight = student_t.isf(0.05 / 462, 1), student_t.isf(0.05 / 462, 7)
+    assert text == f"about {two:.3g} standard errors of the paired difference with 2 seeds, about {eight:.3g} with 8"
+    assert eight < 10 < two
