@@ -61,13 +61,13 @@ def build_reference_step(problem: torch.nn.Module, eid: str, seed: int = 0) -> S
     reference, own = reference_steps.make_reference(eid, model)
     optimizer = make_optimizer("adam", model.parameters() + own, 1e-4, torch.device("cpu"))
     generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
-    data, batch = problem._train_inputs, problem._batch_size
+    data, batch, dtype = problem._train_inputs, problem._batch_size, problem.input_mean.dtype  # as dgbench stores it
     state = {"order": torch.randperm(data.shape[0], generator=data_generator), "position": 0}
 
     def step() -> None:
         if state["position"] + batch > data.shape[0]:
             state["order"], state["position"] = torch.randperm(data.shape[0], generator=data_generator), 0
-        x = data[state["order"][state["position"]:state["position"] + batch]]
+        x = data[state["order"][state["position"]:state["position"] + batch]].to(dtype)
         state["position"] += batch
         optimizer.zero_grad(set_to_none=True)
         reference(model, x, generator).backward()
@@ -83,7 +83,7 @@ def build_floor_step(problem: torch.nn.Module) -> Step:
     model = reference_steps.LinearVAE(problem)
     params = model.parameters()
     optimizer = make_optimizer("adam", params, 1e-4, torch.device("cpu"))
-    x = problem._train_inputs[: problem._batch_size]
+    x = problem.training_inputs()[: problem._batch_size]
     z = (torch.rand(x.shape[0], model.enc_w.shape[0], generator=torch.Generator().manual_seed(0)) < 0.5).to(x.dtype)
     g_out = torch.randn(x.shape[0], x.shape[1], generator=torch.Generator().manual_seed(1), dtype=x.dtype)
     for p in params:

@@ -19,7 +19,9 @@ def prepare(name: str) -> None:
 
 
 def image_splits(name: str, dtype: torch.dtype, device: torch.device | str) -> dict[str, Tensor]:
-    """``{"train", "valid", "test"}`` -> binary images as float rows ``(N, pixels)``."""
+    """``{"train", "valid", "test"}`` -> binary images as rows ``(N, pixels)`` of ``dtype``
+    (``torch.uint8``: the pixels as stored, a quarter of float32's memory; a problem keeps
+    its training set so and converts each minibatch, :mod:`dgbench.problems.minibatch`)."""
     if name == "mnist":
         arrays = load_binarized_mnist()
     elif name == "digits":

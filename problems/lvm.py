@@ -41,7 +41,8 @@ class LatentVariableModel(MinibatchProblem):
     selection = "valid_elbo"  # grids select on validation, as the papers' protocols do
 
     def _set_evaluation(self, splits: dict[str, Tensor], iw_samples: int, eval_examples: int,
-                        eval_splits: str = "train,valid,test", valid_iw_samples: int = 0) -> None:
+                        eval_splits: str = "train,valid,test", valid_iw_samples: int = 0,
+                        dtype: torch.dtype | None = None) -> None:
         """Evaluation sets: a fixed subset of ``train`` (at most 10,000), ``valid`` and ``test``,
         those of them named in ``eval_splits`` (a protocol evaluates only what it reports).
         ``train_full`` in ``eval_splits`` adds the single-sample ELBO over the whole training
@@ -51,6 +52,8 @@ class LatentVariableModel(MinibatchProblem):
         ``valid_iw_samples > 0``: the validation bound's samples (a grid selects on it at
         every point, the test bound is computed at the selected point only, so a cheaper
         selection bound is what a tuned protocol can afford); 0: ``iw_samples``.
+        ``dtype``: the evaluation sets' dtype where ``splits`` are stored in another (bytes);
+        only the rows evaluated are converted.
         """
         if iw_samples < 1:
             raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
@@ -68,8 +71,9 @@ class LatentVariableModel(MinibatchProblem):
             for cap in (caps.get(split), eval_examples or None):
                 if cap is not None:
                     n = min(n, cap)
-            self._eval_sets[split] = data[:n]
-        self._train_full = splits["train"][: eval_examples or None] if "train_full" in chosen else None
+            self._eval_sets[split] = data[:n].to(dtype or data.dtype)
+        self._train_full = (splits["train"][: eval_examples or None].to(dtype or splits["train"].dtype)
+                            if "train_full" in chosen else None)
         if valid_iw_samples < 0:
             raise ValueError(f"valid_iw_samples must be >= 0 (0: iw_samples), got {valid_iw_samples}")
         self._iw_samples = iw_samples

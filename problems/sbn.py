@@ -83,9 +83,9 @@ class SBNTwoLayer(LatentVariableModel):
         self.units, self.layers, self.bound_samples = units, layers, bound_samples
         self.batch_size, self.iw_samples, self.eval_examples, self.dataset = batch_size, iw_samples, eval_examples, dataset
         self.valid_iw_samples = valid_iw_samples
-        splits = image_splits(dataset, dtype, device)
+        splits = image_splits(dataset, torch.uint8, device)
         pixels = splits["train"].shape[1]
-        mean = splits["train"].mean(0)
+        mean = splits["train"].mean(0, dtype=dtype)
         self.register_buffer("input_mean", mean)
         # recognition[l]: h_l -> h_{l+1} logits (l = 0 is x); generative[l]: h_{l+1} -> h_l logits.
         generator = default_generator(generator)
@@ -96,8 +96,8 @@ class SBNTwoLayer(LatentVariableModel):
             p = mean.clamp(1e-3, 1 - 1e-3)
             self.generative[0].bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
-        self._set_training_data(splits["train"], batch_size, generator)
-        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits, valid_iw_samples)
+        self._set_training_data(splits["train"], batch_size, generator, dtype=dtype)
+        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits, valid_iw_samples, dtype)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:

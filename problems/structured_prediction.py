@@ -69,7 +69,7 @@ class StructuredPrediction(LatentVariableModel):
             setattr(self, key, value)
         self.latent_shape = (v["latents"],) if self.family == "bernoulli" else (v["latents"], v["categories"])
         features = math.prod(self.latent_shape)
-        splits = image_splits(v["dataset"], dtype, device)
+        splits = image_splits(v["dataset"], torch.uint8, device)
         pixels = splits["train"].shape[1]
         self.half = pixels // 2
         generator = default_generator(generator)
@@ -77,13 +77,14 @@ class StructuredPrediction(LatentVariableModel):
             linear(self.half if level == 0 else features, features, generator) for level in range(v["layers"]))
         self.output = linear(features, pixels - self.half, generator)
         train = splits["train"]
-        self.register_buffer("input_mean", train[:, : self.half].mean(0))
+        self.register_buffer("input_mean", train[:, : self.half].mean(0, dtype=dtype))
         with torch.no_grad():
-            p = train[:, self.half:].mean(0).clamp(1e-3, 1 - 1e-3)
+            p = train[:, self.half:].mean(0, dtype=dtype).clamp(1e-3, 1 - 1e-3)
             self.output.bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
-        self._set_training_data(train, v["batch_size"], generator)
-        self._set_evaluation(splits, v["iw_samples"], v["eval_examples"], v["eval_splits"], v["valid_iw_samples"])
+        self._set_training_data(train, v["batch_size"], generator, dtype=dtype)
+        self._set_evaluation(splits, v["iw_samples"], v["eval_examples"], v["eval_splits"], v["valid_iw_samples"],
+                             dtype)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:

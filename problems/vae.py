@@ -171,9 +171,9 @@ class DiscreteVAE(LatentVariableModel):
                              "gaussian": (2 * latents,)}[self.family]
         widths = parse_widths(hidden)
 
-        splits = image_splits(self.dataset, dtype, device)
+        splits = image_splits(self.dataset, torch.uint8, device)
         pixels = splits["train"].shape[1]
-        mean = splits["train"].mean(0)
+        mean = splits["train"].mean(0, dtype=dtype)
         self.register_buffer("input_mean", mean)
         features = math.prod(self.latent_shape)
         sample_features = latents if self.family == "gaussian" else features
@@ -188,8 +188,8 @@ class DiscreteVAE(LatentVariableModel):
         else:
             self.register_buffer("prior_logits", prior_logits)
         self.to(device=device, dtype=dtype)
-        self._set_training_data(splits["train"], batch_size, generator)
-        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits, valid_iw_samples)
+        self._set_training_data(splits["train"], batch_size, generator, dtype=dtype)
+        self._set_evaluation(splits, iw_samples, eval_examples, eval_splits, valid_iw_samples, dtype)
 
     @classmethod
     def prepare_data(cls, options: dict) -> None:

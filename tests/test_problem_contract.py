@@ -272,3 +272,27 @@ def test_hard_attention_looking_at_the_digit_cell_covers_it():
     z = torch.nn.functional.one_hot(cell, k).to(DTYPE).unsqueeze(-2)
     coverage = (problem.seen(z) * ink).sum(-1) / ink.sum(-1)
     torch.testing.assert_close(coverage, torch.ones_like(coverage))
+
+
+IMAGE_IDS = [pid for pid in IDS if issubclass(PROBLEMS[pid], MinibatchProblem)
+             and SMALL_OPTIONS[pid].get("dataset", getattr(PROBLEMS[pid], "dataset", None)) == "digits"]
+
+
+@pytest.mark.parametrize("pid", IMAGE_IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_training_set_stored_as_bytes_gives_the_minibatches_and_mean_of_floats(pid, dtype):
+    """Binary images are kept as bytes and converted per minibatch: the minibatches, the
+    whole training set and the input mean are those of the images as ``dtype``."""
+    from dgbench.problems.datasets import image_splits
+
+    problem = small_problem(pid, dtype=dtype)
+    floats = image_splits("digits", dtype, "cpu")["train"]
+    assert problem._train_inputs.dtype == torch.uint8
+    assert torch.equal(problem.training_inputs(), floats)
+    generator = make_generator(5)
+    for _ in range(3):
+        problem.next_batch(generator)
+        index = problem._order[problem._position - problem._batch_size:problem._position]
+        assert problem.x.dtype == dtype and torch.equal(problem.x, floats[index])
+    if hasattr(problem, "input_mean") and problem.input_mean.shape[-1] == floats.shape[1]:
+        assert torch.equal(problem.input_mean, floats.mean(0))

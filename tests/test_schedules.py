@@ -116,8 +116,8 @@ def test_eval_splits_evaluate_only_what_is_named_and_train_full_is_one_draw_over
     problem = small_problem("vae-bernoulli-digits", eval_splits="test,train_full", eval_examples=0)
     out = problem.evaluate()
     assert set(out) == {"test_elbo", "test_iwae", "train_full_elbo"}
-    assert problem._train_full.shape[0] == problem._train_inputs.shape[0]  # the whole training set
-    assert out["train_full_elbo"] == pytest.approx(problem.bounds(problem._train_inputs, 1)[0])
+    assert problem._train_full.shape[0] == problem.training_inputs().shape[0]  # the whole training set
+    assert out["train_full_elbo"] == pytest.approx(problem.bounds(problem.training_inputs(), 1)[0])
     with pytest.raises(ValueError, match="eval_splits must name some of train, valid, test, train_full"):
         small_problem("vae-bernoulli-digits", eval_splits="dev")
 
