@@ -163,9 +163,9 @@ class SingleModel:
 
     def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         member = self.members[0]
-        objective, losses, finite = forward_backward(self.problem, self.estimators, self.optimizer, member.noise,
-                                                     member.data, loss_scale)
-        return objective.reshape(1), finite.reshape(1), losses
+        objective, losses, check = forward_backward(self.problem, self.estimators, self.optimizer, member.noise,
+                                                    member.data, loss_scale)
+        return objective.reshape(1), check.reshape(1), losses
 
     def member_problem(self, m: int) -> Problem:
         return self.problem

@@ -261,8 +261,10 @@ def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim
                members: list[Problem], data: list[torch.Generator], loss_scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """One seed-batched training step up to (not including) the optimiser step: each
     member's next minibatch, the members' objectives ``(M,)`` and their sum's backward.
-    Returns the objectives and per-member finiteness of objective and gradients ``(M,)``.
-    The benchmarks time this plus ``optimizer.step()``."""
+    Returns the objectives and per-member checks ``(M,)``, finite exactly where the
+    member's objective and gradients are (the objective plus the sum of each gradient
+    slice, as :func:`~dgbench.harness.training.finiteness_check`). The benchmarks time this
+    plus ``optimizer.step()``."""
     for member, generator in zip(members, data):
         member.next_batch(generator)
     shell.take_member_batches(members)
@@ -272,11 +274,10 @@ def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim
     total = values.sum() if loss_scale == 1.0 else values.sum() * loss_scale
     (total if shell.minimize else -total).backward()
     objective = values.detach()
-    finite = objective.isfinite()
     grads = [p.grad for p in shell.parameters() if p.grad is not None]
-    if grads:  # one sum per member and gradient: NaN and inf propagate into it
-        finite = finite & torch.stack([g.flatten(1).sum(1) for g in grads]).isfinite().all(0)
-    return objective, finite
+    if not grads:
+        return objective, objective
+    return objective, objective + torch.stack([g.flatten(1).sum(1) for g in grads]).sum(0)
 
 
 class StackedModel:
@@ -320,13 +321,13 @@ class StackedModel:
         self.extra_metrics = {"seed_batch_members": float(len(cells))}
 
     def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        objective, finite = group_step(self.shell, self.estimators, self.optimizer, self.noise, self.problems,
+        objective, checks = group_step(self.shell, self.estimators, self.optimizer, self.noise, self.problems,
                                        self.datas, loss_scale)
         if self.per_member:  # the members' views see their slices of the stacked gradients
             for m, member_views in enumerate(self.views):
                 for view, p in zip(member_views, self.params):
                     view.grad = None if p.grad is None else p.grad[m]
-        return objective, finite, {}
+        return objective, checks, {}
 
     def member_problem(self, m: int) -> Problem:
         copy_member(self.shell, self.members[m].problem, m)

@@ -68,7 +68,8 @@ def forward_backward(problem: Problem, estimators: torch.nn.ModuleDict, optimize
                      loss_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """A training step up to (not including) the optimiser step: next minibatch, objective
     estimate, backward, the estimators' auxiliary gradients. Returns ``(objective,
-    estimator_losses, finite)`` as tensors; ``finite``: objective and every gradient."""
+    estimator_losses, check)`` as tensors; ``check`` is finite exactly when the objective
+    and every gradient are (:func:`finiteness_check`)."""
     problem.next_batch(data_generator)
     optimizer.zero_grad(set_to_none=True)
     loss = problem.loss(estimators, generator)
@@ -76,26 +77,32 @@ def forward_backward(problem: Problem, estimators: torch.nn.ModuleDict, optimize
     (scaled if problem.minimize else -scaled).backward()
     estimator_losses = _step_estimators(estimators)
     objective = loss.detach()
-    # One sum per gradient, and the objective with them: NaN and inf propagate into the
-    # total (one that overflows counts as divergence too), so one isfinite checks it all,
-    # at a tenth of the cost of isfinite per element.
-    sums = [p.grad.sum() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    total = objective if objective.dim() == 0 else objective.sum()
-    finite = torch.stack([total, *sums]).sum().isfinite() if sums else total.isfinite()
-    return objective, estimator_losses, finite
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return objective, estimator_losses, finiteness_check(objective if objective.dim() == 0 else objective.sum(),
+                                                         grads)
+
+
+def finiteness_check(objective: Tensor, grads: list[Tensor]) -> Tensor:
+    """The objective plus the sum of every gradient: NaN and inf propagate into it, so it
+    is finite exactly when they all are (a total that overflows counts as divergence too).
+    One sum per gradient and one comparison on the host cost a tenth of ``isfinite`` per
+    element."""
+    return torch.stack([objective, *(g.sum() for g in grads)]).sum() if grads else objective
 
 
 def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: torch.optim.Optimizer,
                generator: torch.Generator, data_generator: torch.Generator,
-               deferred: bool = False, loss_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+               deferred: bool = False, loss_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor], bool | Tensor]:
     """One whole training step of a single model: :func:`forward_backward`, then the
-    optimiser step unless something is non-finite (``deferred``: whatever ``finite`` says,
-    without a host sync). ``loss_scale`` multiplies the loss that is differentiated (the
-    batch size: a summed rather than averaged minibatch loss). The speed benchmarks time
-    exactly this."""
-    objective, losses, finite = forward_backward(problem, estimators, optimizer, generator, data_generator,
-                                                 loss_scale)
-    if deferred or bool(finite):
+    optimiser step unless something is non-finite. Returns ``(objective, losses, finite)``:
+    ``finite`` a bool, or with ``deferred`` a 0-dim bool tensor (the step is taken whatever
+    it says, without a host sync). ``loss_scale`` multiplies the loss that is
+    differentiated (the batch size: a summed rather than averaged minibatch loss). The
+    speed benchmarks time exactly this."""
+    objective, losses, check = forward_backward(problem, estimators, optimizer, generator, data_generator,
+                                                loss_scale)
+    finite = check.isfinite() if deferred else math.isfinite(check.item())
+    if deferred or finite:
         optimizer.step()
     return objective, losses, finite
 
@@ -210,8 +217,9 @@ class Model(Protocol):
     extra_metrics: dict[str, float]
 
     def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Forward and backward (no optimiser step): objectives ``(M,)``, finiteness
-        ``(M,)`` and the estimators' auxiliary losses."""
+        """Forward and backward (no optimiser step): objectives ``(M,)``, checks ``(M,)``
+        (finite exactly where the member's objective and gradients are:
+        :func:`finiteness_check`) and the estimators' auxiliary losses."""
 
     def member_problem(self, m: int) -> Problem:
         """Member ``m``'s problem holding its current parameters (for evaluation)."""
@@ -286,20 +294,21 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
     for step in range(first, end + 1):
         model.schedule.apply(step)
         with watch.time():
-            objective, finite, losses = model.step(loss_scale)
-            ok = finite & alive
+            objective, checks, losses = model.step(loss_scale)
             if deferred:
+                finite = checks.isfinite()
+                ok = finite & alive
                 pending.append((step, objective, finite, losses))
                 model.mask(ok)
                 alive = ok
-            else:
-                bad = (alive & ~finite).nonzero().flatten().tolist()
+            else:  # one host read of the checks; tensors only when a member has ended
+                flags = [math.isfinite(c) for c in checks.tolist()]
+                bad = [m for m, (member, flag) in enumerate(zip(members, flags)) if member.alive and not flag]
                 for m in bad:  # before the step: its parameters are those its own cell ends at
                     diverge(m, step, float(objective[m]), losses, None)
-                if bad or not bool(alive.all()):
-                    model.mask(ok)
-                    alive = ok
-            if deferred or bool(alive.any()):
+                if not all(member.alive for member in members):
+                    model.mask(torch.tensor([member.alive for member in members], device=device))
+            if deferred or any(member.alive for member in members):
                 model.optimizer.step()
         checkpointing = checkpoint is not None and step < s["steps"] and checkpoint.due()
         stride = (step % s["log_every"] == 0 or step % s["eval_every"] == 0 or step == end
@@ -319,6 +328,8 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
             snapshot = model.snapshot()
         if not any(member.alive for member in members):
             break
+        if not stride:  # the last step is a stride: members' last_step is right at the end
+            continue
         values_now = objective.tolist()
         for m, member in enumerate(members):
             if not member.alive:
