@@ -9,20 +9,33 @@ each problem configuration is calibrated once by timing a few training steps of
 evaluates bounds on whole data splits), and a cell costs
 
     train:      steps x (step + (e - 1) x step')  +  evaluations x eval
-                +  variance checks x (batch + replicas x e x replica)
-    gradstats:  batch + replicas x e x replica
+                +  variance checks x (batch + replicas x e x replica + reference)
+    gradstats:  batch + replicas x e x replica  +  reference / cells sharing it
 
 plus ``build`` (constructing the problem and its estimators; each cell, and each member
 of a stacked group, builds its own) and :data:`UNIT_OVERHEAD` per unit a worker runs (a
-cell or a stacked group: a worker's first call of each estimator and problem, the
-reference gradients, the result's assembly; fitted on the ``quick`` suite, where the
-other terms came to 108 s of the 195 s its 1508 units ran, 2026-12-07).
+cell or a stacked group: a worker's first call of each estimator and problem, the result's
+assembly, and two workers sharing two cores where the model was timed alone; fitted on
+the ``quick`` suite, where the other terms came to 125-137 s of the 157 s its 524
+training units and 984 gradient-statistics cells ran, 2026-12-07).
 
-``e`` is the estimator's f-evaluations per estimate (its samples times evaluations per
-sample, plus any extra), ``step`` a training step with one sample and ``step'`` what each
-further sample adds (timed at one and at :data:`SAMPLES` samples: vectorised samples cost
-far less than a step each), ``batch`` the fixed cost of a vectorised batch of gradient
+``e`` is the estimator's f-evaluations per estimate as the problem counts them (samples
+times evaluations per sample plus any extra; more where they grow with the node, as
+IndeCateR's, and the product over the layers of a nested SBN), ``step`` a training step
+with one sample and ``step'`` what each further evaluation adds (timed at one and at
+:data:`SAMPLES` samples: vectorised samples cost far less than a step each), ``batch`` the
+fixed cost of a vectorised batch of gradient
 estimates and ``replica`` what each replica adds (timed at the two :data:`REPLICAS`).
+A training step of an estimator whose work is not only f-evaluations (a learned control
+variate's network: RELAX, REBAR, RODEO, NVIL cost 2-6 times a REINFORCE step on a toy) adds
+its ``overhead``: what its step costs beyond the line at its evaluations, timed once per run
+on a toy of its family (:data:`OVERHEAD_PROBES`), where a step is nothing but overhead.
+``reference`` is the reference gradient that bias is measured against
+(:func:`~dgbench.harness.cells.reference_gradient`): timed once where it is a closed form
+or an enumeration (an SBN with 16 units enumerates 2^16 states), priced on the replica
+line where it is the mean of many RLOO estimates. A training cell recomputes it at each
+variance check (an enumerating estimator checks none: its gradient is exact); the
+gradient-statistics cells of a configuration and seed share one (``OUT/references``).
 Two kinds of training cell are timed on their own: an enumeration (``evals_per_sample``
 None, e.g. ``exact``), whose cost grows with the node's states rather than with samples,
 by a step of that estimator; and the members of a seed-batched group
@@ -42,14 +55,29 @@ from typing import Any
 
 import torch
 
+from dgbench.errors import NotApplicable
 from dgbench.estimators.registry import ESTIMATORS
-from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
+from dgbench.harness.cells import (
+    REFERENCE_INNER_SAMPLES,
+    REFERENCE_REPLICAS,
+    REFERENCE_SAMPLES,
+    make_optimizer,
+    make_problem,
+    materialize,
+    node_estimators,
+    train_step,
+)
+from dgbench.harness.enumeration import exact_objective_and_gradient
 from dgbench.harness.gradstats import replicated_gradients
 from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
 
 WARMUP, TIMED = 2, 5
-UNIT_OVERHEAD = 0.05  # seconds per unit beyond the model's terms (see the module docstring)
+# The toy each family's estimators are timed on for their overhead (families "both" and
+# "any" on the Bernoulli one).
+OVERHEAD_PROBES = {"bernoulli": ("bernoulli-toy", {"dim": 16}), "categorical": ("categorical-toy", {}),
+                   "gaussian": ("gaussian-toy", {})}
+UNIT_OVERHEAD = {"train": 0.05, "gradstats": 0.01}  # seconds per unit beyond the model's terms (module docstring)
 SAMPLES = 4  # the second point of the step's line in f-evaluations
 REPLICAS = (32, 256)  # the two points of a gradient-statistics batch's line in replicas
 
@@ -63,6 +91,7 @@ class Calibration:
     sample_seconds: float | None = None  # what one more sample adds to a step (None: a whole step)
     batch_seconds: float = 0.0  # the fixed cost of a vectorised batch of estimates
     build_seconds: float = 0.0  # constructing the problem and its estimators (data already loaded)
+    reference_seconds: float = 0.0  # one reference gradient at the initial parameters
 
     def step(self, evaluations: float) -> float:
         extra = self.step_seconds if self.sample_seconds is None else self.sample_seconds
@@ -101,6 +130,32 @@ def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: t
     return _seconds_per_call(lambda: train_step(instance, estimators, optimizer, generator, data), warmup, timed)
 
 
+OVERHEAD_REPLICAS = 32
+
+
+def estimator_overhead(estimator: str, device: torch.device, probes: dict[str, Calibration]) -> tuple[float, float]:
+    """Seconds a training step and a gradient-statistics replica of ``estimator`` (default
+    hyperparameters) cost beyond the REINFORCE lines at its f-evaluations, on its family's
+    toy (0 where it does not run there). ``probes`` caches the toys' calibrations."""
+    cls = ESTIMATORS[estimator]
+    family = cls.family if cls.family in OVERHEAD_PROBES else "bernoulli"
+    problem, options = OVERHEAD_PROBES[family]
+    try:
+        if family not in probes:
+            probes[family] = calibrate(problem, options, device)
+        samples = cls.default_hyperparameters().get("samples") or 1
+        step = _step_seconds(problem, options, samples, device, estimator, warmup=1, timed=3)
+        instance, estimators, generator = _built(problem, options, estimator, samples, device)
+        e = float(instance.evals_per_estimate(estimators))
+        batch = _seconds_per_call(lambda: replicated_gradients(instance, estimators, OVERHEAD_REPLICAS, generator),
+                                  warmup=1, timed=1)
+    except Exception:  # not applicable to the toy: priced by its evaluations alone
+        return 0.0, 0.0
+    probe = probes[family]
+    return (max(step - probe.step(e), 0.0),
+            max(batch - probe.replicas(OVERHEAD_REPLICAS, e), 0.0) / OVERHEAD_REPLICAS)
+
+
 def calibrate_enumeration(problem: str, options: dict[str, Any], estimator: str, device: torch.device
                           ) -> float | None:
     """Seconds of one training step of the enumerating ``estimator`` on ``problem`` (its
@@ -120,6 +175,8 @@ def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Ca
     start = time.perf_counter()  # the data were loaded by the steps' problems: this is construction only
     instance, estimators, generator = _built(problem, options, "reinforce", 1, device)
     build = time.perf_counter() - start
+    # the evaluations SAMPLES samples make (SAMPLES**layers in a nested SBN)
+    extra = _problem_evaluations(instance, "reinforce", {"samples": SAMPLES}, device) - 1.0
     splits = _evaluation_seconds(instance, problem, options, device)
     batches = []
     for replicas in REPLICAS:
@@ -129,9 +186,33 @@ def calibrate(problem: str, options: dict[str, Any], device: torch.device) -> Ca
         batches.append(time.perf_counter() - start)
     (r0, t0), (r1, t1) = zip(REPLICAS, batches)
     per_replica = max((t1 - t0) / (r1 - r0), t1 / r1 / 10)  # a floor: timing noise may flatten the line
+    batch = max(t0 - r0 * per_replica, 0.0)
     return Calibration(one, sum(splits.values()), per_replica, splits if len(splits) > 1 or "" not in splits else None,
-                       sample_seconds=max((more - one) / (SAMPLES - 1), 0.0),
-                       batch_seconds=max(t0 - r0 * per_replica, 0.0), build_seconds=build)
+                       sample_seconds=max((more - one) / max(extra, 1.0), 0.0), batch_seconds=batch,
+                       build_seconds=build, reference_seconds=reference_seconds(instance, batch, per_replica))
+
+
+def _problem_evaluations(instance: Any, estimator: str, hyperparameters: dict[str, Any], device: torch.device
+                         ) -> float:
+    """f-evaluations of one estimate of ``estimator`` on ``instance``, as the problem counts them."""
+    estimators = node_estimators(instance, ESTIMATORS[estimator], hyperparameters, device)
+    return float(instance.evals_per_estimate(estimators))
+
+
+def reference_seconds(instance: Any, batch: float, per_replica: float) -> float:
+    """Seconds of ``instance``'s reference gradient: a closed form or an enumeration timed
+    once, the mean of many RLOO estimates priced on the replica line (timing it would
+    cost as much as the cells it prices: seconds per configuration)."""
+    start = time.perf_counter()
+    if instance.exact_gradient() is not None:
+        return time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        exact_objective_and_gradient(instance)
+        return time.perf_counter() - start
+    except NotApplicable:  # RLOO: REFERENCE_SAMPLES on the first node, REFERENCE_INNER_SAMPLES nested in each further
+        evals = REFERENCE_SAMPLES * REFERENCE_INNER_SAMPLES ** (len(instance.node_names()) - 1)
+        return batch + REFERENCE_REPLICAS * evals * per_replica
 
 
 CALIBRATION_EXAMPLES = 32
@@ -215,23 +296,33 @@ class CellCost:
                 + self.deferred)
 
 
-def training_cost(cell: Cell, calibration: Calibration) -> CellCost:
-    """The model of the module docstring for a training cell; a grid's deferred splits cost
-    one evaluation shared by the entry's grid points (only the selected point runs it)."""
-    s, e = cell.settings, evaluations(cell)
+def training_cost(cell: Cell, calibration: Calibration, e: float | None = None, overhead: float = 0.0) -> CellCost:
+    """The model of the module docstring for a training cell (``e``: its f-evaluations per
+    estimate, by default as the estimator class declares them; ``overhead``: seconds its
+    step adds beyond them); a grid's deferred splits cost one evaluation shared by the
+    entry's grid points (only the selected point runs it)."""
+    s, e = cell.settings, evaluations(cell) if e is None else e
     steps = s["steps"]
     along, later = evaluation_shares(cell, calibration.split_seconds)
-    return CellCost(steps * calibration.step(e)
-                    + steps // s["variance_every"] * calibration.replicas(s["variance_replicas"], e),
+    checks = 0 if cell.estimator_class.evals_per_sample is None else steps // s["variance_every"]
+    return CellCost(steps * (calibration.step(e) + overhead)
+                    + checks * (calibration.replicas(s["variance_replicas"], e) + calibration.reference_seconds),
                     calibration.evaluation_seconds * along, evaluations_along(steps, s["eval_every"]),
                     calibration.evaluation_seconds * later / s.get("grid_points", 1), calibration.build_seconds)
 
 
-def predicted_seconds(cell: Cell, calibration: Calibration) -> float:
-    """The model of the module docstring."""
+def predicted_seconds(cell: Cell, calibration: Calibration, sharing: int = 1, e: float | None = None,
+                      overhead: tuple[float, float] = (0.0, 0.0)) -> float:
+    """The model of the module docstring; ``sharing``: the gradient-statistics cells that
+    share this one's reference gradient (its configuration and seed); ``e`` as in
+    :func:`training_cost`, ``overhead``: the seconds a step and a replica add beyond the
+    estimator's evaluations (:func:`estimator_overhead`)."""
+    e = evaluations(cell) if e is None else e
     if cell.kind == "gradstats":
-        return calibration.build_seconds + calibration.replicas(cell.settings["replicas"], evaluations(cell))
-    return training_cost(cell, calibration).seconds
+        replicas = cell.settings["replicas"]
+        return (calibration.build_seconds + calibration.replicas(replicas, e) + replicas * overhead[1]
+                + calibration.reference_seconds / max(sharing, 1))
+    return training_cost(cell, calibration, e, overhead[0]).seconds
 
 
 def calibrate_stacked(problem: str, options: dict[str, Any], members: int, device: torch.device) -> float:
@@ -301,13 +392,54 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
                 sample_seconds=None if single.sample_seconds is None else single.sample_seconds * scale)
         return calibrations[(*config, members)]
 
+    instances: dict[tuple, Any] = {}
+    counted: dict[tuple, float] = {}
+
+    def evaluations_of(cell: Cell) -> float:
+        """As the problem counts them (an estimator's class cannot know a node's size or a
+        model's nesting); the class's count where the estimator cannot be built."""
+        if cell.estimator_class.evals_per_sample is None:
+            return evaluations(cell)
+        key = (*configuration(cell), cell.estimator, json.dumps(cell.hyperparameters, sort_keys=True, default=str))
+        if key not in counted:
+            try:
+                config = configuration(cell)
+                if config not in instances:
+                    instances[config] = make_problem(cell.problem, cell.options, 0, device)
+                counted[key] = _problem_evaluations(instances[config], cell.variant_of or cell.estimator,
+                                                    cell.hyperparameters, device)
+            except Exception:  # the cell itself will report what is wrong
+                counted[key] = evaluations(cell)
+        return counted[key]
+
+    probes: dict[str, Calibration] = {}
+    overheads: dict[str, tuple[float, float]] = {}
+
+    def overhead_of(cell: Cell, members: int) -> tuple[float, float]:
+        """A stacked step's overhead is shared by its members."""
+        name = cell.variant_of or cell.estimator
+        if cell.estimator_class.evals_per_sample is None:
+            return 0.0, 0.0
+        if name not in overheads:
+            overheads[name] = estimator_overhead(name, device, probes)
+        step, replica = overheads[name]
+        return step / members, replica
+
     def seconds(cell: Cell, members: int = 1) -> float:
         if cell.key in measured:  # a stacked member records its whole group's time
             return measured[cell.key] / members
+        e, overhead = evaluations_of(cell), overhead_of(cell, members)
         if cell.key in pruned:
-            return UNIT_OVERHEAD / members + training_cost(cell, calibration(cell, members)).pruned(*pruned[cell.key])
-        return UNIT_OVERHEAD / members + predicted_seconds(cell, calibration(cell, members))
+            return UNIT_OVERHEAD[cell.kind] / members + training_cost(cell, calibration(cell, members), e,
+                                                           overhead[0]).pruned(*pruned[cell.key])
+        return UNIT_OVERHEAD[cell.kind] / members + predicted_seconds(
+            cell, calibration(cell, members), sharing.get((*configuration(cell), cell.seed), 1), e, overhead)
 
+    sharing: dict[tuple, int] = {}  # gradient-statistics cells by configuration and seed: one reference each
+    for cell in cells:
+        if cell.kind == "gradstats" and not cell.skip_reason and cell.key not in measured:
+            key = (*configuration(cell), cell.seed)
+            sharing[key] = sharing.get(key, 0) + 1
     out = {}
     for cell in cells:
         if cell.skip_reason:

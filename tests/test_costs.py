@@ -114,10 +114,112 @@ def test_an_enumeration_is_priced_by_a_timed_exact_step(monkeypatch):
     assert {c.estimator for c in todo} == {"exact", "reinforce"}
     monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(1e-3, 0.0, 0.0))
     monkeypatch.setattr(costs, "calibrate_enumeration", lambda *args: 0.5)
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
     seconds = estimate(todo, torch.device("cpu"))
     for cell in todo:
         step = 0.5 if cell.estimator == "exact" else 1e-3 * costs.evaluations(cell)
-        assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cell.settings["steps"] * step)
+        assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD["train"] + cell.settings["steps"] * step)
     monkeypatch.undo()
     assert 0 < costs.calibrate_enumeration("bernoulli-toy", {"dim": 3}, "exact", torch.device("cpu")) < 1
     assert costs.calibrate_enumeration("bernoulli-toy", {"dim": 40}, "exact", torch.device("cpu")) is None  # 2^40 states
+
+
+def test_the_reference_gradient_is_priced_once_per_check_and_shared_by_gradient_statistics_cells(monkeypatch):
+    """Training recomputes the reference at each variance check (an enumeration never
+    checks); the gradient-statistics cells of a configuration and seed share one."""
+    from dgbench.harness import costs
+
+    suite = parse_suite(TINY.replace('include = ["reinforce",', 'include = ["exact", "reinforce",'), "tiny")
+    todo = [c for c in expand(suite) if not c.skip_reason]
+    reference = 2.0
+    monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(0.0, 0.0, 0.0, reference_seconds=reference))
+    monkeypatch.setattr(costs, "calibrate_enumeration", lambda *args: 0.0)
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    seconds = estimate([c for c in todo if c.kind == "train" or c.estimator != "exact"], torch.device("cpu"))
+    for cell in todo:
+        if cell.key not in seconds:
+            continue
+        if cell.kind == "gradstats":
+            sharing = sum(1 for c in todo if c.kind == "gradstats" and c.problem == cell.problem
+                          and c.seed == cell.seed and c.estimator != "exact")
+            assert sharing > 1
+            expected = reference / sharing
+        elif cell.estimator == "exact":
+            expected = 0.0
+        else:
+            expected = cell.settings["steps"] // cell.settings["variance_every"] * reference
+        assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD[cell.kind] + expected), (cell.kind, cell.estimator)
+
+
+@pytest.mark.parametrize("problem, options, kind", [
+    ("bernoulli-toy", {"dim": 3}, "closed form"),
+    ("vae-bernoulli-tiny", {"latents": 6}, "enumeration"),
+    ("vae-bernoulli-digits", {"latents": 32}, "sampled"),
+])
+def test_a_reference_is_timed_where_closed_or_enumerated_and_priced_on_the_replica_line_where_sampled(
+        problem, options, kind, monkeypatch):
+    from dgbench.harness import costs
+
+    instance = costs.make_problem(problem, options, 0, torch.device("cpu"))
+    enumerated = []
+    original = costs.exact_objective_and_gradient
+    monkeypatch.setattr(costs, "exact_objective_and_gradient", lambda p: enumerated.append(1) or original(p))
+    seconds = costs.reference_seconds(instance, batch=0.25, per_replica=1e-3)
+    if kind == "sampled":
+        assert seconds == pytest.approx(0.25 + costs.REFERENCE_REPLICAS * costs.REFERENCE_SAMPLES * 1e-3)
+    else:
+        assert 0 <= seconds < 5 and enumerated == ([1] if kind == "enumeration" else [])
+
+
+def test_an_estimators_overhead_beyond_its_evaluations_is_added_to_each_step_and_replica(monkeypatch):
+    """A learned control variate's network costs beyond its f-evaluations: what the toy
+    measured is added to every training step (shared by a stacked group's members) and to
+    every gradient-statistics replica."""
+    from dgbench.harness import costs
+
+    todo = [c for c in cells() if c.estimator in ("reinforce", "rloo")]
+    monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(0.0, 0.0, 0.0))
+    monkeypatch.setattr(costs, "estimator_overhead",
+                        lambda name, *args: (0.0, 0.0) if name == "reinforce" else (1e-3, 1e-2))
+    seconds = estimate(todo, torch.device("cpu"))
+    for cell in todo:
+        extra = 0.0
+        if cell.estimator == "rloo":
+            extra = cell.settings["steps"] * 1e-3 if cell.kind == "train" else cell.settings["replicas"] * 1e-2
+        assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD[cell.kind] + extra)
+
+
+def test_the_overhead_is_the_step_and_replica_beyond_the_toys_reinforce_lines(monkeypatch):
+    from dgbench.harness import costs
+
+    probe = Calibration(step_seconds=1e-3, evaluation_seconds=0.0, replica_seconds=1e-5, sample_seconds=5e-4,
+                        batch_seconds=2e-3)
+    monkeypatch.setattr(costs, "calibrate", lambda *args: probe)
+    monkeypatch.setattr(costs, "_step_seconds", lambda *args, **kw: 4e-3)
+    monkeypatch.setattr(costs, "_seconds_per_call", lambda *args, **kw: 2e-3 + costs.OVERHEAD_REPLICAS * 3e-5)
+    step, replica = costs.estimator_overhead("rloo", torch.device("cpu"), {})
+    e = 2  # rloo's default samples on the toy
+    assert step == pytest.approx(4e-3 - probe.step(e))
+    assert replica == pytest.approx((costs.OVERHEAD_REPLICAS * 3e-5 - costs.OVERHEAD_REPLICAS * e * 1e-5)
+                                    / costs.OVERHEAD_REPLICAS)
+    monkeypatch.setattr(costs, "_step_seconds", lambda *args, **kw: 1e-4)  # faster than the line: no overhead
+    monkeypatch.setattr(costs, "_seconds_per_call", lambda *args, **kw: 1e-4)
+    assert costs.estimator_overhead("rloo", torch.device("cpu"), {}) == (0.0, 0.0)
+
+
+def test_evaluations_are_counted_by_the_problem_where_they_grow_with_the_node(monkeypatch):
+    """IndeCateR evaluates f once per unit and value: its class cannot know the node's size,
+    the problem can (the gradient-statistics batch is priced per evaluation)."""
+    from dgbench.harness import costs
+
+    suite = parse_suite(TINY.replace('include = ["reinforce",', 'include = ["indecater", "reinforce",'), "tiny")
+    todo = [c for c in expand(suite) if c.kind == "gradstats" and c.problem == "bernoulli-toy" and not c.skip_reason
+            and c.estimator in ("indecater", "reinforce")]
+    monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(0.0, 0.0, 1e-3))
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    seconds = estimate(todo, torch.device("cpu"))
+    for cell in todo:
+        samples = cell.hyperparameters.get("samples", 1)
+        e = samples * 3 * 2 if cell.estimator == "indecater" else costs.evaluations(cell)  # dim 3, two values
+        assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD["gradstats"] + cell.settings["replicas"] * e * 1e-3)
+    assert any(c.estimator == "indecater" for c in todo)

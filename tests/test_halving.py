@@ -159,6 +159,7 @@ def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs, monk
     path, _, _, _, _ = runs
     fixed = costs.Calibration(step_seconds=1e-3, evaluation_seconds=1e-2, replica_seconds=1e-4)
     monkeypatch.setattr(costs, "calibrate", lambda *args: fixed)  # both plans priced alike, whatever the load
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
     full = run(str(path), "/nonexistent/never", dry_run=True, seed_batching="off")  # cell by cell, as halving
     halved = run(str(path), "/nonexistent/never", dry_run=True, prune="halving")
     trained = [c for c in full.cells if c.kind == "train"]
@@ -166,8 +167,8 @@ def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs, monk
         assert halved.seconds[cell.key] < full.seconds[cell.key]
     for cell in trained:  # the halved cost is the model's, at the expected share of steps and rung evaluations
         cost = costs.training_cost(cell, fixed)
-        assert full.seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cost.seconds)
-        assert halved.seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD + cost.pruned(*halving.expected_share(4, 40)))
+        assert full.seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD["train"] + cost.seconds)
+        assert halved.seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD["train"] + cost.pruned(*halving.expected_share(4, 40)))
     with pytest.raises(UsageError, match="without --seed-batching on"):
         run(str(path), "/nonexistent/never", dry_run=True, prune="halving", seed_batching="on")
     with pytest.raises(UsageError, match="--prune must be one of"):
