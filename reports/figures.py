@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 import signal
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,15 @@ class Style:
             shade = base * (1 - 0.18 * (i // len(LINESTYLES))) if g != "reference" else base
             self.style[e] = {"color": tuple(shade), "linestyle": LINESTYLES[i % len(LINESTYLES)],
                              "marker": MARKERS[i % len(MARKERS)]}
+
+
+TITLE_CHARACTERS = 56  # a panel's title wraps at its options' commas to fit the panel's width
+
+
+def panel_title(config: str) -> str:
+    """A configuration's name as a panel title: the options wrapped onto further lines
+    (long ones overran the neighbouring panels' titles)."""
+    return textwrap.fill(config, TITLE_CHARACTERS, break_long_words=False, break_on_hyphens=False)
 
 
 def _grid(n: int, cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -175,7 +185,7 @@ def score_curves(results: Results, board_map: dict[str, Board], style: Style, x:
         _draw_lines(ax, curves, order, set(board.references) | {e for e in curves if style.group.get(e) == "reference"})
         if x == "wall":
             _log(ax, "x")
-        ax.set_title(config, fontsize=8.5)
+        ax.set_title(panel_title(config), fontsize=8.5)
         ax.set_xlabel("training step" if x == "step" else "wall-clock, training only (s)", fontsize=8)
         label = board.score.label if name == board.score.metric else f"{name} (test: at the end only)"
         ax.set_ylabel(f"{label}\n({board.score.direction})", fontsize=8)
@@ -201,7 +211,8 @@ def variance_along_training(results: Results, style: Style) -> Drawn | None:
         order = sorted(curves, key=lambda e: float(curves[e]["mean"].median()))  # lowest variance first
         _draw_lines(ax, curves, order, set(), band=False)
         _log(ax, "y")
-        ax.set_title(config + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""), fontsize=8)
+        ax.set_title(panel_title(config) + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""),
+                     fontsize=8)
         ax.set_xlabel("training step (checkpoints marked)", fontsize=8)
         ax.set_ylabel("gradient variance per coordinate\n(lower is better)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -249,7 +260,8 @@ def pareto(long: pd.DataFrame, board_map: dict[str, Board], style: Style, cost: 
         ax.text(0.99, 0.01, f"{len(sub) - len(front)} others (grey; hollow: biased)", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=6.5, color="#666")
         _log(ax, "xy")
-        ax.set_title(config + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""), fontsize=8)
+        ax.set_title(panel_title(config) + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""),
+                     fontsize=8)
         ax.set_xlabel("ms per estimate" if cost == "ms per estimate" else "f-evaluations per estimate", fontsize=8)
         ax.set_ylabel("gradient variance per coordinate", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -299,7 +311,7 @@ def time_to_target(results: Results, board_map: dict[str, Board], style: Style) 
         _log(ax, "x")
         ax.set_xlim(low, high)
         ax.grid(axis="x", color="#eee")
-        ax.set_title(f"{config}\ntarget: {board.score.label.split(' (')[0]} {'≥' if sign > 0 else '≤'} {target:.4g}",
+        ax.set_title(f"{panel_title(config)}\ntarget: {board.score.label.split(' (')[0]} {'≥' if sign > 0 else '≤'} {target:.4g}",
                      fontsize=8)
         ax.set_xlabel("training seconds to reach the target", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
@@ -340,7 +352,7 @@ def sensitivity(results: Results, board_map: dict[str, Board], style: Style) -> 
                 ax.plot([lr.iloc[0]], [row["mean"]], marker="o", markersize=7, mfc="none", mec="black", mew=0.8,
                         zorder=5)
         _log(ax, "xy")
-        ax.set_title(config, fontsize=8.5)
+        ax.set_title(panel_title(config), fontsize=8.5)
         ax.set_xlabel("learning rate", fontsize=8)
         metric = sel["metric"].iloc[0]
         ax.set_ylabel(f"{metric}, mean over seeds\n({'higher' if direction == 'max' else 'lower'} is better; "

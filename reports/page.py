@@ -27,11 +27,14 @@ h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 h3 { font-size: 1em; margin-bottom: 0.3em; }
 .meta { color: #555; margin: 0 0 0.8em 0; font-size: 13px; }
 table { border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }
-th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: 2px 4px; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; }
 td.text, th.text { text-align: left; }
 table.board td, table.board th { text-align: left; }
-table.board td.config { font-weight: 600; white-space: nowrap; }
+table.board td.config { font-weight: 600; max-width: 16em; }
+table.board td.config .options { display: block; font-weight: 400; color: #666; font-size: 11px; }
+td.wrap { min-width: 17em; max-width: 24em; }
+td.wrap .ci { white-space: normal; }
 .best { font-weight: 700; }
 .tied { color: #333; }
 .over { color: #a15c00; }
@@ -254,11 +257,23 @@ def leaderboard_html(board_map: dict[str, Board]) -> str:
         if notes:
             variance += "<br><span class='muted'>" + "; ".join(notes) + "</span>"
         work = _names(board.by_work, _log10) if board.by_work else "<span class='muted'>—</span>"
-        rows.append(f"<tr><td class='config'>{html.escape(config)}</td><td>{score}</td>"
+        rows.append(f"<tr><td class='config'>{config_html(config)}</td><td>{score}</td>"
                     f"<td>{_names(board.by_score, _fmt, selected=board.selected)}{refs}{_over_budget_html(board)}</td><td>{variance}</td>"
                     f"<td>{work}</td></tr>")
     rows.append("</tbody></table>")
     return "".join(rows)
+
+
+def config_html(config: str) -> str:
+    """A configuration's name, its options set small beneath it (``problem(a=1, b=2)``: the
+    options took half the leaderboard's width on one line)."""
+    name, bracket, options = config.partition("(")
+    if not bracket:
+        return html.escape(config)
+    return f"{html.escape(name)}<span class='options'>({html.escape(options)}</span>"
+
+
+WRAPPED_COLUMNS = ("bias", "bias at init")  # a verdict and its test's numbers: wrapped, not one wide line
 
 
 def table_html(frame: pd.DataFrame, sortable: bool = True, text_columns: tuple[str, ...] = ()) -> str:
@@ -273,8 +288,8 @@ def table_html(frame: pd.DataFrame, sortable: bool = True, text_columns: tuple[s
             if isinstance(value, float) and math.isfinite(value):
                 text = f"{value:.3g}"
             klass = "text" if c in text_columns else ""
-            if c in ("bias", "bias at init") and text.startswith("biased"):
-                klass += " biased"
+            if c in WRAPPED_COLUMNS:
+                klass += " wrap" + (" biased" if text.startswith("biased") else "")
             cells.append(f"<td class='{klass.strip()}'>{_cell_html(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<div class='scroll'><table class='{cls}'><thead><tr>{head}</tr></thead>"

@@ -45,7 +45,7 @@ def test_straight_through_is_biased_and_unbiased_estimators_are_not_on_the_tiny_
     assert pd.isna(summary.loc["straight-through", "variance rank"])
     assert summary.loc[["reinforce", "rloo", "disarm"], "variance rank"].notna().all()
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "<td class='text biased'>biased" in page
+    assert "<td class='text wrap biased'>biased" in page
 
 
 def _biased_plugin_claiming_unbiased(tmp_path: Path) -> Path:

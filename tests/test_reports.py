@@ -234,3 +234,17 @@ def test_reports_handle_diverged_gradient_statistics_and_missing_z_scores(run_di
     build_report(odd, ["html", "csv"], tmp_path / "report")
     page = (tmp_path / "report" / "index.html").read_text()
     assert "non-finite gradient statistics (variance_mean)" in page
+
+
+def test_a_configurations_options_go_beneath_its_name_on_the_leaderboard_and_wrap_in_panel_titles():
+    """Long option lists took half the leaderboard's width and overran neighbouring panels."""
+    from dgbench.reports.figures import TITLE_CHARACTERS, panel_title
+    from dgbench.reports.page import config_html
+
+    config = "sbn-two-layer(batch_size=8, dataset=digits, eval_examples=300, eval_splits=test, iw_samples=20, units=6)"
+    assert config_html(config) == ("sbn-two-layer<span class='options'>(batch_size=8, dataset=digits, "
+                                   "eval_examples=300, eval_splits=test, iw_samples=20, units=6)</span>")
+    assert config_html("gmm-cavi") == "gmm-cavi" and "&lt;" in config_html("a<b")
+    lines = panel_title(config).split("\n")
+    assert len(lines) > 1 and all(len(line) <= TITLE_CHARACTERS for line in lines)
+    assert " ".join(lines) == config
