@@ -44,7 +44,7 @@ from dgbench.nodes import get_node
 from dgbench.objectives import LogWeightWithInnerLogQ
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
-from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.datasets import image_splits, prepare, training_mean
 from dgbench.problems.layers import default_generator, linear
 from dgbench.problems.lvm import LatentVariableModel
 
@@ -85,7 +85,7 @@ class SBNTwoLayer(LatentVariableModel):
         self.valid_iw_samples = valid_iw_samples
         splits = image_splits(dataset, torch.uint8, device)
         pixels = splits["train"].shape[1]
-        mean = splits["train"].mean(0, dtype=dtype)
+        mean = training_mean(dataset, dtype, device)
         self.register_buffer("input_mean", mean)
         # recognition[l]: h_l -> h_{l+1} logits (l = 0 is x); generative[l]: h_{l+1} -> h_l logits.
         generator = default_generator(generator)

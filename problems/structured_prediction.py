@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from dgbench.nodes import get_node
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, Score, builtin
-from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.datasets import image_splits, prepare, training_mean
 from dgbench.problems.layers import default_generator, linear
 from dgbench.problems.lvm import LatentVariableModel
 
@@ -77,9 +77,10 @@ class StructuredPrediction(LatentVariableModel):
             linear(self.half if level == 0 else features, features, generator) for level in range(v["layers"]))
         self.output = linear(features, pixels - self.half, generator)
         train = splits["train"]
-        self.register_buffer("input_mean", train[:, : self.half].mean(0, dtype=dtype))
+        mean = training_mean(v["dataset"], dtype, device)  # of 0/1 pixels: exact counts, so a half's mean is the same
+        self.register_buffer("input_mean", mean[: self.half].clone())
         with torch.no_grad():
-            p = train[:, self.half:].mean(0, dtype=dtype).clamp(1e-3, 1 - 1e-3)
+            p = mean[self.half:].clamp(1e-3, 1 - 1e-3)
             self.output.bias.copy_(torch.log(p) - torch.log1p(-p))
         self.to(device=device, dtype=dtype)
         self._set_training_data(train, v["batch_size"], generator, dtype=dtype)

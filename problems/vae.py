@@ -62,7 +62,7 @@ from dgbench.domains import Choice, IntegerList
 from dgbench.nodes import get_node
 from dgbench.problems import latent
 from dgbench.problems.base import Estimators, builtin
-from dgbench.problems.datasets import image_splits, prepare
+from dgbench.problems.datasets import image_splits, prepare, training_mean
 from dgbench.problems.layers import default_generator, linear
 from dgbench.problems.lvm import LatentVariableModel
 
@@ -173,7 +173,7 @@ class DiscreteVAE(LatentVariableModel):
 
         splits = image_splits(self.dataset, torch.uint8, device)
         pixels = splits["train"].shape[1]
-        mean = splits["train"].mean(0, dtype=dtype)
+        mean = training_mean(self.dataset, dtype, device)
         self.register_buffer("input_mean", mean)
         features = math.prod(self.latent_shape)
         sample_features = latents if self.family == "gaussian" else features
