@@ -148,6 +148,27 @@ def _draw_lines(ax: plt.Axes, curves: dict[str, pd.DataFrame], order: list[str],
     ax.legend(fontsize=6.5, frameon=False, loc="best", handlelength=1.6)
 
 
+def _draw_dots(ax: plt.Axes, curves: dict[str, pd.DataFrame], order: list[str], references: set[str]) -> None:
+    """One evaluation per estimator (a short run evaluates only at its end): each
+    estimator's mean with its 95% interval on a row of its own, in rank order from the top,
+    leaders in colour, references as dashed vertical lines. A line plot of one point per
+    curve stacks every estimator on one x and hides which is which."""
+    names = [e for e in order if e in curves and e not in references]
+    leaders, _ = _leaders(names)
+    rows = np.arange(len(names))[::-1]  # the best at the top
+    for row, e in zip(rows, names):
+        point = curves[e].iloc[0]
+        colour = PALETTE[leaders.index(e) % len(PALETTE)] if e in leaders else GREY
+        ax.errorbar(point["mean"], row, xerr=point["half"], fmt="o", markersize=3, color=colour, elinewidth=1.2,
+                    capsize=0, zorder=3)
+    for e in sorted(references & set(curves)):
+        ax.axvline(curves[e]["mean"].iloc[0], color="black", lw=1.1, ls="--", zorder=4, label=f"{e} (reference)")
+    ax.set_yticks(rows, [f"{i + 1}. {e}" for i, e in enumerate(names)], fontsize=6 if len(names) <= 16 else 5)
+    ax.set_ylim(-0.8, len(names) - 0.2)
+    if references & set(curves):
+        ax.legend(fontsize=6.5, frameon=False, loc="lower right", handlelength=1.6)
+
+
 def _curves(series: pd.DataFrame, x: str) -> pd.DataFrame:
     """Mean, 95% half-width and x position per step over seeds (numpy sums per step: a
     pandas group-by per estimator and panel took a tenth of the report's time)."""
@@ -182,12 +203,19 @@ def score_curves(results: Results, board_map: dict[str, Board], style: Style, x:
         curves = {str(e): _curves(group, x) for e, group in sub.groupby("estimator")}
         ranked = sorted(board.by_score, key=lambda e: board.by_score[e].rank)
         order = ranked + sorted(e for e in curves if e not in ranked)
-        _draw_lines(ax, curves, order, set(board.references) | {e for e in curves if style.group.get(e) == "reference"})
+        references = set(board.references) | {e for e in curves if style.group.get(e) == "reference"}
+        label = board.score.label if name == board.score.metric else f"{name} (test: at the end only)"
+        ax.set_title(panel_title(config), fontsize=8.5)
+        if x == "step" and all(len(c) == 1 for c in curves.values()):  # evaluated once, at the end
+            _draw_dots(ax, curves, order, references)
+            step = int(next(iter(curves.values())).index[0])
+            ax.set_xlabel(f"{label} at step {step}, the only evaluation\n({board.score.direction})", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+            continue
+        _draw_lines(ax, curves, order, references)
         if x == "wall":
             _log(ax, "x")
-        ax.set_title(panel_title(config), fontsize=8.5)
         ax.set_xlabel("training step" if x == "step" else "wall-clock, training only (s)", fontsize=8)
-        label = board.score.label if name == board.score.metric else f"{name} (test: at the end only)"
         ax.set_ylabel(f"{label}\n({board.score.direction})", fontsize=8)
         ax.tick_params(labelsize=7)
     return fig, "score_steps" if x == "step" else "score_wall"

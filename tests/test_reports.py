@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import sqlite3
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from dgbench.harness.cli import main
 from dgbench.reports.build import build_report
@@ -81,7 +84,12 @@ def test_html_page_is_self_contained_and_escapes_names(run_dir, tmp_path):
     page = (tmp_path / "report" / "index.html").read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) >= 5 and all(src.startswith(("data:image/webp;base64,", "data:image/png;base64,"))
+                                    for src in images)
+    for name, src in re.findall(r'<img alt="([^"]+)" src="([^"]+)"', page):  # lossless: the PNGs' pixels
+        inlined = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+        png = Image.open(tmp_path / "report" / "figures" / f"{name}.png").convert("RGB")
+        assert np.array_equal(np.asarray(inlined), np.asarray(png)), name
     assert "http://" not in page and "https://" not in page
     assert "git_commit" in page and "Skipped, diverged and failed cells" in page
     assert "deterministic reference" in page  # exact's skipped gradstats cells, with their reason
@@ -248,3 +256,23 @@ def test_a_configurations_options_go_beneath_its_name_on_the_leaderboard_and_wra
     lines = panel_title(config).split("\n")
     assert len(lines) > 1 and all(len(line) <= TITLE_CHARACTERS for line in lines)
     assert " ".join(lines) == config
+
+
+def test_a_score_evaluated_once_is_drawn_as_ranked_intervals_not_one_point_per_line():
+    """quick's data problems evaluate only at their last step: a line plot stacked every
+    estimator on one x; each gets a row, the best at the top, with its 95% interval."""
+    import matplotlib.pyplot as plt
+
+    from dgbench.reports.figures import _draw_dots
+
+    def point(mean: float) -> pd.DataFrame:
+        return pd.DataFrame({"x": [100.0], "mean": [mean], "half": [0.1]}, index=pd.Index([100], name="step"))
+
+    curves = {"a": point(1.0), "b": point(2.0), "exact": point(3.0)}
+    fig, ax = plt.subplots()
+    _draw_dots(ax, curves, ["b", "a", "exact"], {"exact"})
+    rows = dict(zip([t.get_text() for t in ax.get_yticklabels()], ax.get_yticks()))
+    assert set(rows) == {"1. b", "2. a"} and rows["1. b"] > rows["2. a"]
+    drawn = {round(float(line.get_xdata()[0]), 6) for line in ax.lines}
+    assert {1.0, 2.0, 3.0} <= drawn  # both estimators and the reference's vertical line
+    plt.close(fig)
