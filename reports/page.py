@@ -12,6 +12,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,8 @@ td.text, th.text { text-align: left; }
 table.board td, table.board th { text-align: left; }
 table.board td.config { font-weight: 600; max-width: 16em; }
 table.board td.config .options { display: block; font-weight: 400; color: #666; font-size: 11px; }
+table.board td.config a { color: inherit; text-decoration: none; }
+table.board td.config a:hover { text-decoration: underline; }
 td.wrap { min-width: 17em; max-width: 24em; }
 td.wrap .ci { white-space: normal; }
 .best { font-weight: 700; }
@@ -268,11 +271,17 @@ def leaderboard_html(board_map: dict[str, Board]) -> str:
         if notes:
             variance += "<br><span class='muted'>" + "; ".join(notes) + "</span>"
         work = _names(board.by_work, _log10) if board.by_work else "<span class='muted'>—</span>"
-        rows.append(f"<tr><td class='config'>{config_html(config)}</td><td>{score}</td>"
+        rows.append(f"<tr><td class='config'><a href='#{config_anchor(config)}'>{config_html(config)}</a></td>"
+                    f"<td>{score}</td>"
                     f"<td>{_names(board.by_score, _fmt, selected=board.selected)}{refs}{_over_budget_html(board)}</td><td>{variance}</td>"
                     f"<td>{work}</td></tr>")
     rows.append("</tbody></table>")
     return "".join(rows)
+
+
+def config_anchor(config: str) -> str:
+    """The id of a configuration's details on the page (the leaderboard links to it)."""
+    return "config-" + re.sub(r"[^a-z0-9]+", "-", config.lower()).strip("-")
 
 
 def config_html(config: str) -> str:
@@ -356,7 +365,8 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
     parts.append("<h2 id='details'>Details per problem configuration</h2>"
                  "<p class='note'>Click a column header to sort.</p>")
     for config, table in tables.items():
-        parts.append(f"<h3>{html.escape(str(config))}</h3>")
+        parts.append(f"<h3 id='{config_anchor(str(config))}'>{html.escape(str(config))} "
+                     "<a class='muted' href='#leaderboard'>↑ leaderboard</a></h3>")
         parts.append(table_html(table, text_columns=("estimator", "bias at init", "vs best", "cells not done")))
         for reason, names in sorted(not_run.get(config, {}).items()):
             parts.append(f"<p class='muted'>Not run ({html.escape(reason)}): {html.escape(', '.join(sorted(names)))}</p>")

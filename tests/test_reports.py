@@ -276,3 +276,14 @@ def test_a_score_evaluated_once_is_drawn_as_ranked_intervals_not_one_point_per_l
     drawn = {round(float(line.get_xdata()[0]), 6) for line in ax.lines}
     assert {1.0, 2.0, 3.0} <= drawn  # both estimators and the reference's vertical line
     plt.close(fig)
+
+
+def test_each_leaderboard_row_links_to_its_configurations_details(run_dir, tmp_path):
+    build_report(run_dir, ["html"], tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    board = page[page.index("<table class='board'>"):page.index("</table>", page.index("<table class='board'>"))]
+    links = re.findall(r"<td class='config'><a href='#([^']+)'>", board)
+    assert len(links) >= 2 and len(set(links)) == len(links)
+    for anchor in links:
+        assert page.count(f"id='{anchor}'") == 1
+    assert page.count("href='#leaderboard'>↑ leaderboard</a>") == len(links)
