@@ -204,11 +204,9 @@ def reference_seconds(instance: Any, batch: float, per_replica: float) -> float:
     once, the mean of many RLOO estimates priced on the replica line (timing it would
     cost as much as the cells it prices: seconds per configuration)."""
     start = time.perf_counter()
-    if instance.exact_gradient() is not None:
-        return time.perf_counter() - start
     try:
-        start = time.perf_counter()
-        exact_objective_and_gradient(instance)
+        if instance.exact_gradient() is None:
+            exact_objective_and_gradient(instance)
         return time.perf_counter() - start
     except NotApplicable:  # RLOO: REFERENCE_SAMPLES on the first node, REFERENCE_INNER_SAMPLES nested in each further
         evals = REFERENCE_SAMPLES * REFERENCE_INNER_SAMPLES ** (len(instance.node_names()) - 1)

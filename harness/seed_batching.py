@@ -47,7 +47,7 @@ from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory
 from dgbench.harness.grids import MEMBER_AXES
 from dgbench.harness.suites import Cell
-from dgbench.harness.training import Member, Schedules, batch_loss_scale, make_optimizer, train
+from dgbench.harness.training import Member, Schedules, batch_loss_scale, finiteness_check, make_optimizer, train
 from dgbench.noise import MemberGenerators
 from dgbench.problems.base import Problem
 from dgbench.problems.registry import PROBLEMS
@@ -262,9 +262,9 @@ def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim
     """One seed-batched training step up to (not including) the optimiser step: each
     member's next minibatch, the members' objectives ``(M,)`` and their sum's backward.
     Returns the objectives and per-member checks ``(M,)``, finite exactly where the
-    member's objective and gradients are (the objective plus the sum of each gradient
-    slice, as :func:`~dgbench.harness.training.finiteness_check`). The benchmarks time this
-    plus ``optimizer.step()``."""
+    member's objective and gradients are
+    (:func:`~dgbench.harness.training.finiteness_check`). The benchmarks time this plus
+    ``optimizer.step()``."""
     for member, generator in zip(members, data):
         member.next_batch(generator)
     shell.take_member_batches(members)
@@ -274,10 +274,7 @@ def group_step(shell: Problem, estimators: nn.ModuleDict, optimizer: torch.optim
     total = values.sum() if loss_scale == 1.0 else values.sum() * loss_scale
     (total if shell.minimize else -total).backward()
     objective = values.detach()
-    grads = [p.grad for p in shell.parameters() if p.grad is not None]
-    if not grads:
-        return objective, objective
-    return objective, objective + torch.stack([g.flatten(1).sum(1) for g in grads]).sum(0)
+    return objective, finiteness_check(objective, [p.grad for p in shell.parameters() if p.grad is not None])
 
 
 class StackedModel:

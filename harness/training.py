@@ -83,11 +83,16 @@ def forward_backward(problem: Problem, estimators: torch.nn.ModuleDict, optimize
 
 
 def finiteness_check(objective: Tensor, grads: list[Tensor]) -> Tensor:
-    """The objective plus the sum of every gradient: NaN and inf propagate into it, so it
-    is finite exactly when they all are (a total that overflows counts as divergence too).
-    One sum per gradient and one comparison on the host cost a tenth of ``isfinite`` per
-    element."""
-    return torch.stack([objective, *(g.sum() for g in grads)]).sum() if grads else objective
+    """The objective plus the sum of every gradient, per member: ``objective`` is ``()`` for
+    one model or ``(M,)`` for M stacked members, whose gradients lead with the member dim.
+    NaN and inf propagate into the sums, so a member's check is finite exactly when its
+    objective and gradients are (a total that overflows counts as divergence too). One sum
+    per gradient and one comparison on the host cost a tenth of ``isfinite`` per element."""
+    if not grads:
+        return objective
+    if objective.dim() == 0:  # one model: a plain sum (no reshape view on the training step's path)
+        return torch.stack([objective, *(g.sum() for g in grads)]).sum()
+    return torch.stack([objective, *(g.reshape(*objective.shape, -1).sum(-1) for g in grads)]).sum(0)
 
 
 def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: torch.optim.Optimizer,
