@@ -47,7 +47,7 @@ def build_report(directory: str | Path, formats: list[str] | None = None, out: s
     figures = {}
     if "html" in formats or "svg" in formats:
         figures = all_figures(results, long, board_map, out / "figures", ranking, svg="svg" in formats)
-        written += [p for paths in figures.values() for p in paths]
+        written += [p for drawing in figures.values() for p in drawing.paths]
     if "html" in formats:
         page = out / "index.html"
         page.write_text(index_html(results, board_map, ranking, tables, not_run(results), figures, title,

@@ -6,7 +6,8 @@ palette with a per-panel legend that numbers them by rank; the others are thin g
 counted in the legend; references are black. Curves are held-out evaluation scores at their
 checkpoints (never raw minibatch objectives), mean over seeds with a 95% band for the
 leaders. A log axis is used only where the data span more than a decade. PNGs are
-palette-quantised (the HTML page embeds them). One panel per problem configuration.
+palette-quantised (the HTML page embeds them). One panel per problem configuration, tagged
+with it (``ax.set_gid``) so that :func:`panel_boxes` can tell the page where each lies.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import signal
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -107,20 +109,81 @@ def _log(ax: plt.Axes, which: str) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
-def _save(fig: plt.Figure, out: Path, name: str, svg: bool) -> list[Path]:
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) in a PNG's pixels
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """A figure's files and where each configuration's panel lies in its PNG, so that the
+    page can show a configuration's panels beside its table (crops of the same pixels)."""
+
+    paths: list[Path]
+    panels: dict[str, Box] = field(default_factory=dict)
+
+    @property
+    def png(self) -> Path:
+        return next(p for p in self.paths if p.suffix == ".png")
+
+
+DPI = 100
+PANEL_MARGIN = 3  # pixels kept around a panel's labels when it is cut out
+
+
+def panel_boxes(fig: plt.Figure, size: tuple[int, int]) -> dict[str, Box]:
+    """Each tagged panel's extent (axes, title, labels, legend) in the figure's PNG of
+    ``size`` pixels at :data:`DPI`; panels are tagged with their configuration by
+    ``ax.set_gid``. Call after the figure is drawn."""
+    renderer = fig.canvas.get_renderer()
+    scale = DPI / fig.dpi
+    width, height = size
+    boxes = {}
+    for ax in fig.axes:
+        config = ax.get_gid()
+        if not config or not ax.get_visible():
+            continue
+        extent = ax.get_tightbbox(renderer)
+        boxes[config] = (max(0, math.floor(extent.x0 * scale) - PANEL_MARGIN),
+                         max(0, math.floor(height - extent.y1 * scale) - PANEL_MARGIN),
+                         min(width, math.ceil(extent.x1 * scale) + PANEL_MARGIN),
+                         min(height, math.ceil(height - extent.y0 * scale) + PANEL_MARGIN))
+    return _disjoint(boxes)
+
+
+def _disjoint(boxes: dict[str, Box]) -> dict[str, Box]:
+    """Boxes whose margins (or long tick labels) reach into a neighbour's are cut at the
+    middle of the overlap, along the axis where it is thinner: a crop never shows a
+    sliver of the next panel."""
+    out = {k: list(v) for k, v in boxes.items()}
+    names = list(out)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            p, q = out[a], out[b]
+            wide, tall = min(p[2], q[2]) - max(p[0], q[0]), min(p[3], q[3]) - max(p[1], q[1])
+            if wide <= 0 or tall <= 0:
+                continue
+            axis = 0 if wide <= tall else 1
+            first, second = (p, q) if p[axis] <= q[axis] else (q, p)
+            middle = (first[axis + 2] + second[axis]) // 2
+            first[axis + 2], second[axis] = middle, middle
+    return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items()}
+
+
+def _save(fig: plt.Figure, out: Path, name: str, svg: bool) -> Drawing:
     """``out/name.png`` (what the page embeds) and, with ``svg``, ``out/name.svg``."""
     fig.tight_layout()
     png = out / f"{name}.png"
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=100, format="png")
+    fig.savefig(buffer, dpi=DPI, format="png")
+    image = Image.open(buffer)
+    panels = panel_boxes(fig, image.size)
     # A 256-colour palette: line art loses nothing visible, the page embedding it a third.
-    Image.open(buffer).convert("RGB").quantize(colors=256).save(png, optimize=True)
+    image.convert("RGB").quantize(colors=256).save(png, optimize=True)
     written = [png]
     if svg:  # vector copies for papers: five times the PNGs' bytes and a third of the drawing time
         fig.savefig(out / f"{name}.svg")
         written.append(out / f"{name}.svg")
     plt.close(fig)
-    return written
+    return Drawing(written, panels)
 
 
 def _leaders(order: list[str], limit: int = HIGHLIGHT) -> tuple[list[str], list[str]]:
@@ -205,6 +268,7 @@ def score_curves(results: Results, board_map: dict[str, Board], style: Style, x:
         order = ranked + sorted(e for e in curves if e not in ranked)
         references = set(board.references) | {e for e in curves if style.group.get(e) == "reference"}
         label = board.score.label if name == board.score.metric else f"{name} (test: at the end only)"
+        ax.set_gid(config)
         ax.set_title(panel_title(config), fontsize=8.5)
         if x == "step" and all(len(c) == 1 for c in curves.values()):  # evaluated once, at the end
             _draw_dots(ax, curves, order, references)
@@ -239,6 +303,7 @@ def variance_along_training(results: Results, style: Style) -> Drawn | None:
         order = sorted(curves, key=lambda e: float(curves[e]["mean"].median()))  # lowest variance first
         _draw_lines(ax, curves, order, set(), band=False)
         _log(ax, "y")
+        ax.set_gid(config)
         ax.set_title(panel_title(config) + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""),
                      fontsize=8)
         ax.set_xlabel("training step (checkpoints marked)", fontsize=8)
@@ -288,6 +353,7 @@ def pareto(long: pd.DataFrame, board_map: dict[str, Board], style: Style, cost: 
         ax.text(0.99, 0.01, f"{len(sub) - len(front)} others (grey; hollow: biased)", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=6.5, color="#666")
         _log(ax, "xy")
+        ax.set_gid(config)
         ax.set_title(panel_title(config) + (f"\nzero variance, not shown: {', '.join(zero)}" if zero else ""),
                      fontsize=8)
         ax.set_xlabel("ms per estimate" if cost == "ms per estimate" else "f-evaluations per estimate", fontsize=8)
@@ -339,6 +405,7 @@ def time_to_target(results: Results, board_map: dict[str, Board], style: Style) 
         _log(ax, "x")
         ax.set_xlim(low, high)
         ax.grid(axis="x", color="#eee")
+        ax.set_gid(config)
         ax.set_title(f"{panel_title(config)}\ntarget: {board.score.label.split(' (')[0]} {'≥' if sign > 0 else '≤'} {target:.4g}",
                      fontsize=8)
         ax.set_xlabel("training seconds to reach the target", fontsize=8)
@@ -380,6 +447,7 @@ def sensitivity(results: Results, board_map: dict[str, Board], style: Style) -> 
                 ax.plot([lr.iloc[0]], [row["mean"]], marker="o", markersize=7, mfc="none", mec="black", mew=0.8,
                         zorder=5)
         _log(ax, "xy")
+        ax.set_gid(config)
         ax.set_title(panel_title(config), fontsize=8.5)
         ax.set_xlabel("learning rate", fontsize=8)
         metric = sel["metric"].iloc[0]
@@ -410,9 +478,9 @@ def rank_heatmap(board_map: dict[str, Board], overall: pd.DataFrame) -> Drawn | 
 
 
 def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board], out: Path,
-                ranking: pd.DataFrame, *, svg: bool = False, processes: int | None = None) -> dict[str, list[Path]]:
-    """Write every figure into ``out`` (PNG; with ``svg`` also SVG); ``{title: paths}`` for
-    those with data. ``long``, ``board_map`` and ``ranking`` are computed once by the caller.
+                ranking: pd.DataFrame, *, svg: bool = False, processes: int | None = None) -> dict[str, Drawing]:
+    """Write every figure into ``out`` (PNG; with ``svg`` also SVG); ``{title: drawing}`` for
+    those with data (its files and its panels' places). ``long``, ``board_map`` and ``ranking`` are computed once by the caller.
     The figures are drawn in ``processes`` forked processes (default: one per core, where
     the platform forks): matplotlib's text layout is most of a report's time."""
     out.mkdir(parents=True, exist_ok=True)
@@ -443,11 +511,11 @@ def all_figures(results: Results, long: pd.DataFrame, board_map: dict[str, Board
             written = [_draw_and_save(i) for i in range(len(jobs))]
     finally:
         _JOBS = []
-    fresh = {p for paths in written for p in paths}
+    fresh = {p for drawing in written if drawing for p in drawing.paths}
     for stale in [*out.glob("*.png"), *out.glob("*.svg")]:  # an earlier report's (say, its SVGs)
         if stale not in fresh:
             stale.unlink()
-    return {title: paths for (title, _, _), paths in zip(jobs, written) if paths}
+    return {title: drawing for (title, _, _), drawing in zip(jobs, written) if drawing}
 
 
 _JOBS: list[tuple[Callable[..., Drawn | None], tuple, Path, bool]] = []
@@ -461,7 +529,7 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _draw_and_save(index: int) -> list[Path]:
+def _draw_and_save(index: int) -> Drawing | None:
     draw, args, out, svg = _JOBS[index]
     drawn = draw(*args)
-    return _save(drawn[0], out, drawn[1], svg) if drawn else []
+    return _save(drawn[0], out, drawn[1], svg) if drawn else None

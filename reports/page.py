@@ -1,8 +1,9 @@
 """The report's tables in several formats and the self-contained ``index.html``.
 
 The page opens with the answer (the leaderboard and the overall ranking), then says how to
-read it, then the details: per-configuration tables (sortable), figures, cells that did not
-finish, provenance and the suite.
+read it, then the details: per configuration, its panels of the score, time-to-target and
+variance-vs-cost figures (cut out of the whole figures) above its sortable table; the other
+figures; cells that did not finish, provenance and the suite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, features
 
+from dgbench.reports.figures import Drawing
 from dgbench.reports.leaderboard import Board
 from dgbench.reports.markdown import markdown_table
 from dgbench.reports.results import Results
@@ -55,6 +57,8 @@ th { max-width: 9em; }
 table.sortable th { cursor: pointer; }
 table.sortable th:after { content: " \\2195"; color: #aaa; font-size: 10px; }
 img { max-width: 100%; border: 1px solid #eee; margin-bottom: 1em; }
+.panels { display: flex; flex-wrap: wrap; gap: 6px; align-items: flex-start; }
+.panels img { margin-bottom: 0.4em; }
 pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 12px; }
 .note { font-size: 12px; color: #444; max-width: 1100px; }
 """
@@ -101,6 +105,8 @@ window.addEventListener('load', function () {
 """
 
 TOP = 3  # leaderboard cells name this many and summarise the rest
+# Figures whose panels are shown with each configuration's table (the rest as whole figures).
+BESIDE_TABLES = ("score_steps", "pareto_seconds", "time_to_target")
 NO_CATALOG = ("This results database predates recorded declarations (its catalog table is empty): references "
               "are ranked like estimators and declared-biased ones are not kept off the variance boards. Run the "
               "same `dgbench run` command again to record them (finished cells are not recomputed).")
@@ -155,18 +161,41 @@ def write_tables(numeric: pd.DataFrame, markdown: str, out: Path, formats: list[
     return written
 
 
-def _image(path: Path) -> str:
-    """The figure inlined (the page is self-contained) as lossless WebP where Pillow can
-    write it: the PNG's pixels in about 18% fewer bytes, for 0.1 s per figure; the PNG's
-    own bytes otherwise."""
-    mime, payload = "image/png", path.read_bytes()
+def _encoded(image: Image.Image, png_bytes: bytes | None = None) -> tuple[str, bytes]:
+    """``(mime type, bytes)`` of ``image`` as lossless WebP where Pillow can write it (the
+    same pixels in about 18% fewer bytes than PNG, for 0.1 s per figure), else as PNG
+    (``png_bytes`` where the PNG is at hand)."""
+    if png_bytes is None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="png", optimize=True)
+        png_bytes = buffer.getvalue()
     if features.check("webp"):
         buffer = io.BytesIO()
-        Image.open(path).save(buffer, format="webp", lossless=True, method=2)
-        if buffer.tell() < len(payload):
-            mime, payload = "image/webp", buffer.getvalue()
+        image.save(buffer, format="webp", lossless=True, method=2)
+        if buffer.tell() < len(png_bytes):
+            return "image/webp", buffer.getvalue()
+    return "image/png", png_bytes
+
+
+def _img(alt: str, mime: str, payload: bytes, attributes: str = "") -> str:
     data = base64.b64encode(payload).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:{mime};base64,{data}">'
+    return f'<img alt="{html.escape(alt)}"{attributes} src="data:{mime};base64,{data}">'
+
+
+def _image(path: Path) -> str:
+    """The figure inlined (the page is self-contained)."""
+    payload = path.read_bytes()
+    return _img(path.stem, *_encoded(Image.open(path), payload))
+
+
+def _panel(drawing: Drawing, config: str, title: str) -> str:
+    """Configuration ``config``'s panel of ``drawing``, cut out of its PNG (same pixels)."""
+    box = drawing.panels[config]
+    with Image.open(drawing.png) as image:
+        crop = image.crop(box)
+    attributes = (f' title="{html.escape(title)}" data-figure="{html.escape(drawing.png.stem)}"'
+                  f' data-box="{",".join(map(str, box))}"')
+    return _img(f"{drawing.png.stem}: {config}", *_encoded(crop), attributes)
 
 
 def _fmt(value: float) -> str:
@@ -328,7 +357,7 @@ def _cell_html(text: str) -> str:
 
 def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFrame,
                tables: dict[str, pd.DataFrame], not_run: dict[str, dict[str, list[str]]],
-               figures: dict[str, list[Path]], title: str, comparison: str | None = None,
+               figures: dict[str, Drawing], title: str, comparison: str | None = None,
                banner: str = "") -> str:
     provenance = results.provenance()
     problems = results.cells[results.cells["status"].isin(["failed", "diverged", "skipped"])]
@@ -362,18 +391,28 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
               "Values are means over seeds with a 95% percentile-bootstrap interval [low, high] of the mean; a "
               "constant or single-seed value is shown alone. ↑ higher is better, ↓ lower is better. "
               "Gradient statistics are taken at the initial parameters; timings exclude evaluation.</p>"]
-    parts.append("<h2 id='details'>Details per problem configuration</h2>"
-                 "<p class='note'>Click a column header to sort.</p>")
+    beside = {title: d for title, d in figures.items() if d.png.stem in BESIDE_TABLES}
+    shown = f"Each configuration's panels ({'; '.join(map(html.escape, beside))}), then its table. " if beside else ""
+    parts.append(f"<h2 id='details'>Details per problem configuration</h2><p class='note'>{shown}"
+                 "Click a column header to sort.</p>")
     for config, table in tables.items():
         parts.append(f"<h3 id='{config_anchor(str(config))}'>{html.escape(str(config))} "
                      "<a class='muted' href='#leaderboard'>↑ leaderboard</a></h3>")
+        panels = [_panel(d, str(config), title) for title, d in beside.items() if str(config) in d.panels]
+        if panels:
+            parts.append("<div class='panels'>" + "".join(panels) + "</div>")
         parts.append(table_html(table, text_columns=("estimator", "bias at init", "vs best", "cells not done")))
         for reason, names in sorted(not_run.get(config, {}).items()):
             parts.append(f"<p class='muted'>Not run ({html.escape(reason)}): {html.escape(', '.join(sorted(names)))}</p>")
     parts.append("<h2 id='figures'>Figures</h2>")
-    for name, paths in figures.items():
-        png = next(p for p in paths if p.suffix == ".png")
-        parts.append(f"<h3>{html.escape(name)}</h3>{_image(png)}")
+    for name, drawing in figures.items():
+        if name in beside:
+            link = f"figures/{drawing.png.name}"
+            parts.append(f"<h3>{html.escape(name)}</h3><p class='note'>Shown panel by panel under "
+                         f"<a href='#details'>each configuration's details</a>; the whole figure: "
+                         f"<a href='{html.escape(link)}'>{html.escape(link)}</a>.</p>")
+        else:
+            parts.append(f"<h3>{html.escape(name)}</h3>{_image(drawing.png)}")
     parts.append("<h2>Skipped, diverged and failed cells</h2>")
     if issues.empty:
         parts.append("<p>None.</p>")

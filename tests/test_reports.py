@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import sqlite3
@@ -90,6 +91,12 @@ def test_html_page_is_self_contained_and_escapes_names(run_dir, tmp_path):
         inlined = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
         png = Image.open(tmp_path / "report" / "figures" / f"{name}.png").convert("RGB")
         assert np.array_equal(np.asarray(inlined), np.asarray(png)), name
+    panels = re.findall(r'<img alt="[^"]+" title="[^"]+" data-figure="([^"]+)" data-box="([^"]+)" src="([^"]+)"', page)
+    assert panels  # a configuration's panels beside its table: cut out of the same PNG, pixel for pixel
+    for name, box, src in panels:
+        inlined = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+        png = Image.open(tmp_path / "report" / "figures" / f"{name}.png").convert("RGB")
+        assert np.array_equal(np.asarray(inlined), np.asarray(png.crop(tuple(map(int, box.split(",")))))), name
     assert "http://" not in page and "https://" not in page
     assert "git_commit" in page and "Skipped, diverged and failed cells" in page
     assert "deterministic reference" in page  # exact's skipped gradstats cells, with their reason
@@ -120,7 +127,7 @@ def test_figures_drawn_in_a_pool_equal_those_drawn_in_turn(run_dir, tmp_path):
     for processes in (1, 3):
         figures = all_figures(results, long_summary(results), board_map, tmp_path / str(processes), overall(board_map),
                               processes=processes)
-        drawn[processes] = {title: [p.read_bytes() for p in paths] for title, paths in figures.items()}
+        drawn[processes] = {title: ([p.read_bytes() for p in d.paths], d.panels) for title, d in figures.items()}
     assert len(drawn[1]) >= 5 and list(drawn[1]) == list(drawn[3])  # the same figures, in the page's order
     assert drawn[1] == drawn[3]  # byte for byte
 
@@ -287,3 +294,74 @@ def test_each_leaderboard_row_links_to_its_configurations_details(run_dir, tmp_p
     for anchor in links:
         assert page.count(f"id='{anchor}'") == 1
     assert page.count("href='#leaderboard'>↑ leaderboard</a>") == len(links)
+
+
+def test_each_configuration_shows_its_own_panels_above_its_table(run_dir, tmp_path):
+    """The score, time-to-target and variance-vs-cost panels of a configuration sit in its
+    details section (one screen per configuration), each cut out of the whole figure at a
+    box of its own: inside the image, overlapping no other panel of the figure, and
+    holding the panel's axes (its pixels are not blank)."""
+    from dgbench.reports.page import BESIDE_TABLES
+
+    build_report(run_dir, ["html"], tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    sections = re.split(r"<h3 id='config-", page[page.index("id='details'"):page.index("id='figures'")])[1:]
+    assert len(sections) >= 2
+    for section in sections:
+        config = html.unescape(section[section.index("'>") + 2:section.index(" <a class='muted'")])
+        shown = re.findall(r'<img alt="([^":]+): ([^"]+)" title=', section)
+        assert shown and {c for _, c in shown} == {config}, (config, shown)
+        assert {name for name, _ in shown} <= set(BESIDE_TABLES)
+        assert section.index("<div class='panels'>") < section.index("<table")
+    for name in BESIDE_TABLES:
+        boxes = [tuple(map(int, b.split(","))) for b in re.findall(rf'data-figure="{name}" data-box="([^"]+)"', page)]
+        if not boxes:
+            continue
+        image = np.asarray(Image.open(tmp_path / "figures" / f"{name}.png").convert("L"))
+        for i, (left, top, right, bottom) in enumerate(boxes):
+            assert 0 <= left < right <= image.shape[1] and 0 <= top < bottom <= image.shape[0]
+            assert (image[top:bottom, left:right] < 128).mean() > 0.01  # ink: axes, ticks, labels
+            for other in boxes[i + 1:]:
+                assert other[0] >= right or other[2] <= left or other[1] >= bottom or other[3] <= top, (name, other)
+    whole = re.findall(r"<a href='figures/([^']+)'>", page)
+    assert whole and all((tmp_path / "figures" / f).is_file() for f in whole)  # the whole figures stay linked
+
+
+def test_panel_boxes_that_overlap_are_cut_at_the_middle_and_others_left_alone():
+    from dgbench.reports.figures import _disjoint
+
+    apart = {"a": (0, 0, 10, 10), "b": (20, 0, 30, 10)}
+    assert _disjoint(apart) == apart
+    side = _disjoint({"a": (0, 0, 14, 10), "b": (10, 0, 30, 10)})  # 4 px over, side by side: cut at x = 12
+    assert side == {"a": (0, 0, 12, 10), "b": (12, 0, 30, 10)}
+    stacked = _disjoint({"a": (0, 0, 30, 12), "b": (0, 8, 30, 20)})  # 4 px over, one above the other
+    assert stacked == {"a": (0, 0, 30, 10), "b": (0, 10, 30, 20)}
+
+
+def test_panel_boxes_hold_their_own_axes_and_none_of_the_others():
+    """Four panels filled with four colours: each box holds its panel's whole face (the
+    y axis of a PNG runs down, matplotlib's up) and no pixel of another's."""
+    import matplotlib.pyplot as plt
+
+    from dgbench.reports.figures import DPI, panel_boxes
+
+    colours = {"top left": (255, 0, 0), "top right": (0, 160, 0), "bottom left": (0, 0, 255), "bottom right": (200, 0, 200)}
+    fig, axes = plt.subplots(2, 2, figsize=(6, 4.5))
+    for ax, (name, rgb) in zip(axes.ravel(), colours.items()):
+        ax.set_facecolor([c / 255 for c in rgb])
+        ax.set_title(name)
+        ax.set_gid(name)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    image = Image.open(buffer).convert("RGB")
+    boxes = panel_boxes(fig, image.size)
+    plt.close(fig)
+    pixels = np.asarray(image).reshape(-1, 3)
+    for name, rgb in colours.items():
+        inside = np.asarray(image.crop(boxes[name])).reshape(-1, 3)
+        mine = (inside == rgb).all(1).sum()
+        assert mine == (pixels == rgb).all(1).sum()  # the whole face
+        for other, colour in colours.items():
+            if other != name:
+                assert not (inside == colour).all(1).any(), (name, other)
