@@ -8,9 +8,9 @@ each problem configuration is calibrated once by timing a few training steps of
 ``reinforce`` and one evaluation (of a few examples, scaled up, where a problem
 evaluates bounds on whole data splits), and a cell costs
 
-    train:      steps x (step + (e - 1) x step')  +  evaluations x eval
-                +  variance checks x (batch + replicas x e x replica + reference)
-    gradstats:  batch + replicas x e x replica  +  reference / cells sharing it
+    train:      steps x (step + (e - 1) x step' + overhead)  +  evaluations x eval
+                +  variance checks x (batch + replicas x (e x replica + overhead') + reference)
+    gradstats:  batch + replicas x (e x replica + overhead')  +  reference / cells sharing it
 
 plus ``build`` (constructing the problem and its estimators; each cell, and each member
 of a stacked group, builds its own) and :data:`UNIT_OVERHEAD` per unit a worker runs (a
@@ -26,10 +26,13 @@ with one sample and ``step'`` what each further evaluation adds (timed at one an
 :data:`SAMPLES` samples: vectorised samples cost far less than a step each), ``batch`` the
 fixed cost of a vectorised batch of gradient
 estimates and ``replica`` what each replica adds (timed at the two :data:`REPLICAS`).
-A training step of an estimator whose work is not only f-evaluations (a learned control
-variate's network: RELAX, REBAR, RODEO, NVIL cost 2-6 times a REINFORCE step on a toy) adds
-its ``overhead``: what its step costs beyond the line at its evaluations, timed once per run
-on a toy of its family (:data:`OVERHEAD_PROBES`), where a step is nothing but overhead.
+An estimator whose work is not only f-evaluations (a learned control variate's network:
+RELAX, REBAR, RODEO, NVIL cost 2-6 times a REINFORCE step on a toy; Gumbel-Rao's inner
+draws) adds its ``overhead`` to each step and ``overhead'`` to each replica
+(:class:`Overhead`): what it costs beyond the lines at its evaluations, timed once per run
+on a toy of its family at two sizes (:data:`OVERHEAD_PROBES`), where a step is nothing but
+overhead, and scaled to the configuration's logit coordinates (a fixed part and a part per
+coordinate for the step, a part per coordinate for the replica).
 ``reference`` is the reference gradient that bias is measured against
 (:func:`~dgbench.harness.cells.reference_gradient`): timed once where it is a closed form
 or an enumeration (an SBN with 16 units enumerates 2^16 states), priced on the replica
@@ -73,10 +76,13 @@ from dgbench.harness.suites import Cell
 from dgbench.problems.registry import PROBLEMS
 
 WARMUP, TIMED = 2, 5
-# The toy each family's estimators are timed on for their overhead (families "both" and
-# "any" on the Bernoulli one).
-OVERHEAD_PROBES = {"bernoulli": ("bernoulli-toy", {"dim": 16}), "categorical": ("categorical-toy", {}),
-                   "gaussian": ("gaussian-toy", {})}
+# The toys each family's estimators are timed on for their overhead, at two sizes (families
+# "both" and "any" on the Bernoulli one): the overhead of a learned control variate or of
+# inner draws grows with the logits' coordinates (RODEO's 0.56 us per coordinate and replica
+# on the 16-unit toy, 0.72 on vae-bernoulli-digits' 1024), not with what f costs.
+OVERHEAD_PROBES = {"bernoulli": ("bernoulli-toy", {"dim": 16}, {"dim": 256}),
+                   "categorical": ("categorical-toy", {"dim": 4, "categories": 4}, {"dim": 64, "categories": 4}),
+                   "gaussian": ("gaussian-toy", {"dim": 8}, {"dim": 128})}
 UNIT_OVERHEAD = {"train": 0.05, "gradstats": 0.01}  # seconds per unit beyond the model's terms (module docstring)
 SAMPLES = 4  # the second point of the step's line in f-evaluations
 REPLICAS = (32, 256)  # the two points of a gradient-statistics batch's line in replicas
@@ -130,30 +136,62 @@ def _step_seconds(problem: str, options: dict[str, Any], samples: int, device: t
     return _seconds_per_call(lambda: train_step(instance, estimators, optimizer, generator, data), warmup, timed)
 
 
-OVERHEAD_REPLICAS = 32
+OVERHEAD_REPLICAS = 128
 
 
-def estimator_overhead(estimator: str, device: torch.device, probes: dict[str, Calibration]) -> tuple[float, float]:
-    """Seconds a training step and a gradient-statistics replica of ``estimator`` (default
-    hyperparameters) cost beyond the REINFORCE lines at its f-evaluations, on its family's
-    toy (0 where it does not run there). ``probes`` caches the toys' calibrations."""
+@dataclass(frozen=True)
+class Overhead:
+    """What an estimator costs beyond the REINFORCE lines at its f-evaluations: per training
+    step a fixed part and a part per logit coordinate, per gradient-statistics replica a part
+    per coordinate (a replica batch is vectorised: its fixed part is the line's)."""
+
+    step: float = 0.0
+    step_per_coordinate: float = 0.0
+    replica_per_coordinate: float = 0.0
+
+    def at(self, coordinates: float) -> tuple[float, float]:
+        """``(seconds per step, seconds per replica)`` on a node of ``coordinates`` logits."""
+        return self.step + self.step_per_coordinate * coordinates, self.replica_per_coordinate * coordinates
+
+
+def coordinates(instance: Any) -> float:
+    """The logit coordinates of ``instance``'s first node (one tensor; summed over a dict)."""
+    logits = instance.logits()
+    return float(sum(t.numel() for t in logits.values()) if isinstance(logits, dict) else logits.numel())
+
+
+def estimator_overhead(estimator: str, device: torch.device, probes: dict[tuple, tuple[Calibration, float]],
+                       samples: int | None = None) -> Overhead:
+    """What a training step and a gradient-statistics replica of ``estimator`` (``samples``,
+    default its own; RODEO's network grows with their square) cost beyond the REINFORCE
+    lines at its f-evaluations, on its family's
+    toy at its two sizes (the step's fixed part and per-coordinate slope from the two; the
+    replica's per coordinate from the larger); no overhead where it does not run there.
+    ``probes`` caches the toys' calibrations and sizes."""
     cls = ESTIMATORS[estimator]
     family = cls.family if cls.family in OVERHEAD_PROBES else "bernoulli"
-    problem, options = OVERHEAD_PROBES[family]
+    problem, *sizes = OVERHEAD_PROBES[family]
+    samples = samples or cls.default_hyperparameters().get("samples") or 1
+    steps, replica = [], 0.0
     try:
-        if family not in probes:
-            probes[family] = calibrate(problem, options, device)
-        samples = cls.default_hyperparameters().get("samples") or 1
-        step = _step_seconds(problem, options, samples, device, estimator, warmup=1, timed=3)
-        instance, estimators, generator = _built(problem, options, estimator, samples, device)
-        e = float(instance.evals_per_estimate(estimators))
+        for options in sizes:
+            key = (problem, json.dumps(options, sort_keys=True))
+            if key not in probes:
+                toy = make_problem(problem, options, 0, device)
+                probes[key] = (calibrate(problem, options, device), coordinates(toy))
+            probe, n = probes[key]
+            step = _step_seconds(problem, options, samples, device, estimator, warmup=1, timed=3)
+            instance, estimators, generator = _built(problem, options, estimator, samples, device)
+            e = float(instance.evals_per_estimate(estimators))
+            steps.append((n, max(step - probe.step(e), 0.0)))
         batch = _seconds_per_call(lambda: replicated_gradients(instance, estimators, OVERHEAD_REPLICAS, generator),
                                   warmup=1, timed=1)
+        replica = max(batch - probe.replicas(OVERHEAD_REPLICAS, e), 0.0) / OVERHEAD_REPLICAS / n
     except Exception:  # not applicable to the toy: priced by its evaluations alone
-        return 0.0, 0.0
-    probe = probes[family]
-    return (max(step - probe.step(e), 0.0),
-            max(batch - probe.replicas(OVERHEAD_REPLICAS, e), 0.0) / OVERHEAD_REPLICAS)
+        return Overhead()
+    (n0, o0), (n1, o1) = steps
+    slope = max((o1 - o0) / (n1 - n0), 0.0)
+    return Overhead(max(o0 - slope * n0, 0.0), slope, replica)
 
 
 def calibrate_enumeration(problem: str, options: dict[str, Any], estimator: str, device: torch.device
@@ -294,17 +332,19 @@ class CellCost:
                 + self.deferred)
 
 
-def training_cost(cell: Cell, calibration: Calibration, e: float | None = None, overhead: float = 0.0) -> CellCost:
+def training_cost(cell: Cell, calibration: Calibration, e: float | None = None,
+                  overhead: tuple[float, float] = (0.0, 0.0)) -> CellCost:
     """The model of the module docstring for a training cell (``e``: its f-evaluations per
-    estimate, by default as the estimator class declares them; ``overhead``: seconds its
-    step adds beyond them); a grid's deferred splits cost one evaluation shared by the
-    entry's grid points (only the selected point runs it)."""
+    estimate, by default as the estimator class declares them; ``overhead``: the seconds its
+    step and each replica of its variance checks add beyond them); a grid's deferred splits
+    cost one evaluation shared by the entry's grid points (only the selected point runs it)."""
     s, e = cell.settings, evaluations(cell) if e is None else e
     steps = s["steps"]
     along, later = evaluation_shares(cell, calibration.split_seconds)
     checks = 0 if cell.estimator_class.evals_per_sample is None else steps // s["variance_every"]
-    return CellCost(steps * (calibration.step(e) + overhead)
-                    + checks * (calibration.replicas(s["variance_replicas"], e) + calibration.reference_seconds),
+    return CellCost(steps * (calibration.step(e) + overhead[0])
+                    + checks * (calibration.replicas(s["variance_replicas"], e) + s["variance_replicas"] * overhead[1]
+                                + calibration.reference_seconds),
                     calibration.evaluation_seconds * along, evaluations_along(steps, s["eval_every"]),
                     calibration.evaluation_seconds * later / s.get("grid_points", 1), calibration.build_seconds)
 
@@ -320,7 +360,7 @@ def predicted_seconds(cell: Cell, calibration: Calibration, sharing: int = 1, e:
         replicas = cell.settings["replicas"]
         return (calibration.build_seconds + calibration.replicas(replicas, e) + replicas * overhead[1]
                 + calibration.reference_seconds / max(sharing, 1))
-    return training_cost(cell, calibration, e, overhead[0]).seconds
+    return training_cost(cell, calibration, e, overhead).seconds
 
 
 def calibrate_stacked(problem: str, options: dict[str, Any], members: int, device: torch.device) -> float:
@@ -410,17 +450,30 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
                 counted[key] = evaluations(cell)
         return counted[key]
 
-    probes: dict[str, Calibration] = {}
-    overheads: dict[str, tuple[float, float]] = {}
+    probes: dict[tuple, tuple[Calibration, float]] = {}
+    overheads: dict[tuple, Overhead] = {}
+    sizes: dict[tuple, float] = {}
+
+    def coordinates_of(cell: Cell) -> float:
+        config = configuration(cell)
+        if config not in sizes:
+            try:
+                if config not in instances:
+                    instances[config] = make_problem(cell.problem, cell.options, 0, device)
+                sizes[config] = coordinates(instances[config])
+            except Exception:  # the cell itself will report what is wrong
+                sizes[config] = 0.0
+        return sizes[config]
 
     def overhead_of(cell: Cell, members: int) -> tuple[float, float]:
         """A stacked step's overhead is shared by its members."""
         name = cell.variant_of or cell.estimator
         if cell.estimator_class.evals_per_sample is None:
             return 0.0, 0.0
-        if name not in overheads:
-            overheads[name] = estimator_overhead(name, device, probes)
-        step, replica = overheads[name]
+        samples = cell.hyperparameters.get("samples") if "samples" in cell.estimator_class.default_hyperparameters() else None
+        if (name, samples) not in overheads:
+            overheads[(name, samples)] = estimator_overhead(name, device, probes, samples)
+        step, replica = overheads[(name, samples)].at(coordinates_of(cell))
         return step / members, replica
 
     def seconds(cell: Cell, members: int = 1) -> float:
@@ -429,7 +482,7 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
         e, overhead = evaluations_of(cell), overhead_of(cell, members)
         if cell.key in pruned:
             return UNIT_OVERHEAD[cell.kind] / members + training_cost(cell, calibration(cell, members), e,
-                                                           overhead[0]).pruned(*pruned[cell.key])
+                                                           overhead).pruned(*pruned[cell.key])
         return UNIT_OVERHEAD[cell.kind] / members + predicted_seconds(
             cell, calibration(cell, members), sharing.get((*configuration(cell), cell.seed), 1), e, overhead)
 

@@ -114,7 +114,7 @@ def test_an_enumeration_is_priced_by_a_timed_exact_step(monkeypatch):
     assert {c.estimator for c in todo} == {"exact", "reinforce"}
     monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(1e-3, 0.0, 0.0))
     monkeypatch.setattr(costs, "calibrate_enumeration", lambda *args: 0.5)
-    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: costs.Overhead())
     seconds = estimate(todo, torch.device("cpu"))
     for cell in todo:
         step = 0.5 if cell.estimator == "exact" else 1e-3 * costs.evaluations(cell)
@@ -134,7 +134,7 @@ def test_the_reference_gradient_is_priced_once_per_check_and_shared_by_gradient_
     reference = 2.0
     monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(0.0, 0.0, 0.0, reference_seconds=reference))
     monkeypatch.setattr(costs, "calibrate_enumeration", lambda *args: 0.0)
-    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: costs.Overhead())
     seconds = estimate([c for c in todo if c.kind == "train" or c.estimator != "exact"], torch.device("cpu"))
     for cell in todo:
         if cell.key not in seconds:
@@ -172,39 +172,54 @@ def test_a_reference_is_timed_where_closed_or_enumerated_and_priced_on_the_repli
 
 
 def test_an_estimators_overhead_beyond_its_evaluations_is_added_to_each_step_and_replica(monkeypatch):
-    """A learned control variate's network costs beyond its f-evaluations: what the toy
-    measured is added to every training step (shared by a stacked group's members) and to
-    every gradient-statistics replica."""
+    """A learned control variate's network costs beyond its f-evaluations: what the toys
+    measured, scaled to the configuration's logit coordinates, is added to every training
+    step (shared by a stacked group's members) and to every replica, of a
+    gradient-statistics cell and of a training cell's variance checks."""
     from dgbench.harness import costs
+    from dgbench.harness.cells import make_problem
 
     todo = [c for c in cells() if c.estimator in ("reinforce", "rloo")]
     monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(0.0, 0.0, 0.0))
+    overhead = costs.Overhead(step=1e-3, step_per_coordinate=1e-4, replica_per_coordinate=1e-2)
     monkeypatch.setattr(costs, "estimator_overhead",
-                        lambda name, *args: (0.0, 0.0) if name == "reinforce" else (1e-3, 1e-2))
+                        lambda name, *args: costs.Overhead() if name == "reinforce" else overhead)
     seconds = estimate(todo, torch.device("cpu"))
+    assert {c.kind for c in todo if c.estimator == "rloo"} == {"train", "gradstats"}
     for cell in todo:
         extra = 0.0
         if cell.estimator == "rloo":
-            extra = cell.settings["steps"] * 1e-3 if cell.kind == "train" else cell.settings["replicas"] * 1e-2
+            n = costs.coordinates(make_problem(cell.problem, cell.options, 0, torch.device("cpu")))
+            s = cell.settings
+            if cell.kind == "train":
+                checks = s["steps"] // s["variance_every"]
+                extra = s["steps"] * (1e-3 + 1e-4 * n) + checks * s["variance_replicas"] * 1e-2 * n
+            else:
+                extra = s["replicas"] * 1e-2 * n
         assert seconds[cell.key] == pytest.approx(costs.UNIT_OVERHEAD[cell.kind] + extra)
 
 
 def test_the_overhead_is_the_step_and_replica_beyond_the_toys_reinforce_lines(monkeypatch):
+    """Timed on the toy at two sizes: the step's overhead beyond the REINFORCE line at the
+    estimator's evaluations splits into a fixed part and a part per coordinate; a replica's
+    is per coordinate of the larger toy."""
     from dgbench.harness import costs
 
     probe = Calibration(step_seconds=1e-3, evaluation_seconds=0.0, replica_seconds=1e-5, sample_seconds=5e-4,
                         batch_seconds=2e-3)
     monkeypatch.setattr(costs, "calibrate", lambda *args: probe)
-    monkeypatch.setattr(costs, "_step_seconds", lambda *args, **kw: 4e-3)
+    monkeypatch.setattr(costs, "_step_seconds", lambda problem, options, *args, **kw: 4e-3 + 1e-5 * options["dim"])
     monkeypatch.setattr(costs, "_seconds_per_call", lambda *args, **kw: 2e-3 + costs.OVERHEAD_REPLICAS * 3e-5)
-    step, replica = costs.estimator_overhead("rloo", torch.device("cpu"), {})
+    overhead = costs.estimator_overhead("rloo", torch.device("cpu"), {})
     e = 2  # rloo's default samples on the toy
-    assert step == pytest.approx(4e-3 - probe.step(e))
-    assert replica == pytest.approx((costs.OVERHEAD_REPLICAS * 3e-5 - costs.OVERHEAD_REPLICAS * e * 1e-5)
-                                    / costs.OVERHEAD_REPLICAS)
+    large = costs.OVERHEAD_PROBES["bernoulli"][2]["dim"]  # the toy's logits: one per unit
+    assert overhead.step == pytest.approx(4e-3 - probe.step(e))
+    assert overhead.step_per_coordinate == pytest.approx(1e-5)
+    assert overhead.replica_per_coordinate == pytest.approx((3e-5 - e * 1e-5) / large)
+    assert overhead.at(1000) == pytest.approx((4e-3 - probe.step(e) + 1e-2, (3e-5 - e * 1e-5) / large * 1000))
     monkeypatch.setattr(costs, "_step_seconds", lambda *args, **kw: 1e-4)  # faster than the line: no overhead
     monkeypatch.setattr(costs, "_seconds_per_call", lambda *args, **kw: 1e-4)
-    assert costs.estimator_overhead("rloo", torch.device("cpu"), {}) == (0.0, 0.0)
+    assert costs.estimator_overhead("rloo", torch.device("cpu"), {}) == costs.Overhead()
 
 
 def test_evaluations_are_counted_by_the_problem_where_they_grow_with_the_node(monkeypatch):
@@ -216,7 +231,7 @@ def test_evaluations_are_counted_by_the_problem_where_they_grow_with_the_node(mo
     todo = [c for c in expand(suite) if c.kind == "gradstats" and c.problem == "bernoulli-toy" and not c.skip_reason
             and c.estimator in ("indecater", "reinforce")]
     monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(0.0, 0.0, 1e-3))
-    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: costs.Overhead())
     seconds = estimate(todo, torch.device("cpu"))
     for cell in todo:
         samples = cell.hyperparameters.get("samples", 1)

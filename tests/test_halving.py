@@ -159,7 +159,7 @@ def test_the_dry_run_costs_the_expected_share_and_batching_is_refused(runs, monk
     path, _, _, _, _ = runs
     fixed = costs.Calibration(step_seconds=1e-3, evaluation_seconds=1e-2, replica_seconds=1e-4)
     monkeypatch.setattr(costs, "calibrate", lambda *args: fixed)  # both plans priced alike, whatever the load
-    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: costs.Overhead())
     full = run(str(path), "/nonexistent/never", dry_run=True, seed_batching="off")  # cell by cell, as halving
     halved = run(str(path), "/nonexistent/never", dry_run=True, prune="halving")
     trained = [c for c in full.cells if c.kind == "train"]

@@ -267,7 +267,7 @@ def test_a_group_costs_its_members_at_a_stacked_step(monkeypatch):
     group = CellGroup(tuple(cells))
     monkeypatch.setattr(costs, "calibrate", lambda *args: Calibration(1e-3, 0.0, 0.0))
     monkeypatch.setattr(costs, "calibrate_stacked", lambda problem, options, members, device: 2.5e-4)
-    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: (0.0, 0.0))
+    monkeypatch.setattr(costs, "estimator_overhead", lambda *args: costs.Overhead())
     seconds = estimate(cells + [group], torch.device("cpu"))
     steps, e = cells[0].settings["steps"], costs.evaluations(cells[0])
     assert seconds[cells[0].key] == pytest.approx(costs.UNIT_OVERHEAD["train"] + steps * 1e-3 * e)
