@@ -188,11 +188,10 @@ def _image(path: Path) -> str:
     return _img(path.stem, *_encoded(Image.open(path), payload))
 
 
-def _panel(drawing: Drawing, config: str, title: str) -> str:
-    """Configuration ``config``'s panel of ``drawing``, cut out of its PNG (same pixels)."""
+def _panel(drawing: Drawing, image: Image.Image, config: str, title: str) -> str:
+    """Configuration ``config``'s panel of ``drawing``, cut out of its PNG ``image`` (same pixels)."""
     box = drawing.panels[config]
-    with Image.open(drawing.png) as image:
-        crop = image.crop(box)
+    crop = image.crop(box)
     attributes = (f' title="{html.escape(title)}" data-figure="{html.escape(drawing.png.stem)}"'
                   f' data-box="{",".join(map(str, box))}"')
     return _img(f"{drawing.png.stem}: {config}", *_encoded(crop), attributes)
@@ -392,13 +391,15 @@ def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFr
               "constant or single-seed value is shown alone. ↑ higher is better, ↓ lower is better. "
               "Gradient statistics are taken at the initial parameters; timings exclude evaluation.</p>"]
     beside = {title: d for title, d in figures.items() if d.png.stem in BESIDE_TABLES}
+    sources = {title: Image.open(d.png) for title, d in beside.items()}  # decoded once, cut per configuration
     shown = f"Each configuration's panels ({'; '.join(map(html.escape, beside))}), then its table. " if beside else ""
     parts.append(f"<h2 id='details'>Details per problem configuration</h2><p class='note'>{shown}"
                  "Click a column header to sort.</p>")
     for config, table in tables.items():
         parts.append(f"<h3 id='{config_anchor(str(config))}'>{html.escape(str(config))} "
                      "<a class='muted' href='#leaderboard'>↑ leaderboard</a></h3>")
-        panels = [_panel(d, str(config), title) for title, d in beside.items() if str(config) in d.panels]
+        panels = [_panel(d, sources[title], str(config), title) for title, d in beside.items()
+                  if str(config) in d.panels]
         if panels:
             parts.append("<div class='panels'>" + "".join(panels) + "</div>")
         parts.append(table_html(table, text_columns=("estimator", "bias at init", "vs best", "cells not done")))
