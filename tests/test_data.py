@@ -199,3 +199,21 @@ def test_digits_are_binary_labelled_and_split_deterministically():
         np.testing.assert_array_equal(a[s][0], b[s][0])
         assert set(np.unique(a[s][0])) <= {0, 1} and a[s][0].shape[1] == 64
     assert set(np.unique(a["train"][1])) == set(range(10))
+
+
+def test_digits_read_from_scikit_learns_file_equal_its_loader_and_the_loader_is_the_fallback(monkeypatch):
+    """The bundled digits are read from the CSV scikit-learn ships (its import costs a
+    second per process); they are its `load_digits`, value for value, and where the file is
+    not found the loader itself is used."""
+    from sklearn.datasets import load_digits
+
+    from dgbench.problems import data
+
+    pixels, labels = data._digits_table()
+    bunch = load_digits()
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    fallback_pixels, fallback_labels = data._digits_table()
+    np.testing.assert_array_equal(fallback_pixels, bunch.data)
+    np.testing.assert_array_equal(fallback_labels, bunch.target)

@@ -316,3 +316,23 @@ def test_data_sets_are_converted_once_per_process_and_anew_when_their_source_cha
     replaced = datasets.image_splits("digits", torch.float32, "cpu")
     assert replaced["train"].shape == (5, 64) and not replaced["train"].any()
     assert not datasets.training_mean("digits", torch.float32, "cpu").any()
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (784, 200), (1, 1)])
+def test_a_layer_drawn_from_a_generator_is_the_nn_linear_its_seed_gives(shape):
+    """`layers.linear` with a generator seeded s has the parameters, dtype and module of
+    `nn.Linear` after `torch.manual_seed(s)`, and leaves the global RNG alone."""
+    from dgbench.problems.layers import linear
+
+    torch.manual_seed(99)
+    before = torch.random.get_rng_state()
+    layer = linear(*shape, torch.Generator().manual_seed(7))
+    assert torch.equal(before, torch.random.get_rng_state())
+    torch.manual_seed(7)
+    reference = torch.nn.Linear(*shape)
+    assert type(layer) is torch.nn.Linear and repr(layer) == repr(reference)
+    for name, p in reference.named_parameters():
+        q = dict(layer.named_parameters())[name]
+        assert torch.equal(p, q) and q.requires_grad and q.dtype == p.dtype, name
+    x = torch.randn(2, shape[0], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(layer(x), reference(x))
