@@ -26,7 +26,7 @@ from dgbench.reports.results import Results
 from dgbench.reports.significance import ALPHA_BIAS, ALPHA_TIE
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.2em 2em; max-width: 1500px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.2em 1em; max-width: 1500px; color: #222; }
 h1 { font-size: 1.5em; margin: 0 0 0.2em 0; }
 h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 h3 { font-size: 1em; margin-bottom: 0.3em; }
@@ -40,8 +40,8 @@ table.board td.config { font-weight: 600; max-width: 16em; }
 table.board td.config .options { display: block; font-weight: 400; color: #666; font-size: 11px; }
 table.board td.config a { color: inherit; text-decoration: none; }
 table.board td.config a:hover { text-decoration: underline; }
-td.wrap { min-width: 17em; max-width: 24em; }
-td.wrap .ci { white-space: normal; }
+td.wrap { min-width: 14em; max-width: 22em; }
+td.wrap .ci, td.text .ci { white-space: normal; }
 .best { font-weight: 700; }
 .tied { color: #333; }
 .over { color: #a15c00; }
@@ -88,8 +88,8 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 });
 """
 
-# A self-check for browsers and tests: how many figures decoded once the page loaded, and
-# where the leaderboard starts.
+# A self-check for browsers and tests: how many figures decoded once the page loaded, where
+# the leaderboard starts, and whether every table fits the window's width.
 IMAGE_CHECK = """
 window.addEventListener('load', function () {
   var imgs = Array.from(document.images);
@@ -101,6 +101,11 @@ window.addEventListener('load', function () {
     var box = board.getBoundingClientRect();
     document.body.setAttribute('data-leaderboard-top', Math.round(box.top + window.scrollY));
   }
+  var right = 0;
+  document.querySelectorAll('table').forEach(function (t) {
+    right = Math.max(right, t.getBoundingClientRect().right); });
+  document.body.setAttribute('data-tables-right', Math.round(right));
+  document.body.setAttribute('data-viewport-width', document.documentElement.clientWidth);
 });
 """
 

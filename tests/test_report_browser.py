@@ -1,6 +1,7 @@
 """The HTML report in headless Chromium: it renders, logs no console errors, every figure
-decodes, the leaderboard starts on the first screen (1400x900), and a screenshot is kept as
-a test artifact (``test-artifacts/report.png``, or ``$DGBENCH_TEST_ARTIFACTS``).
+decodes, the leaderboard starts on the first screen (1400x900), every table fits a 1024 px
+window, and a screenshot is kept as a test artifact (``test-artifacts/report.png``, or
+``$DGBENCH_TEST_ARTIFACTS``).
 
 Chromium is a system package: `.ci/run` installs Debian's ``chromium``; contributors
 install it themselves (``apt-get install chromium``). Where it is missing the test skips
@@ -21,6 +22,7 @@ from dgbench.reports.build import build_report
 
 ARTIFACTS = Path(os.environ.get("DGBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 FIRST_SCREEN = (1400, 900)
+NARROW = (1024, 768)  # every table of this run's report fits a window this wide (no sideways scrolling)
 
 
 def chromium() -> str:
@@ -55,6 +57,10 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     assert int(images.group(1)) >= 5 and loaded.group(1) == images.group(1)
     top = re.search(r'data-leaderboard-top="(\d+)"', dom.stdout)
     assert top and int(top.group(1)) < FIRST_SCREEN[1] / 2, "the leaderboard does not start on the first screen"
+    narrow = run_chromium(binary, "--dump-dom", f"--window-size={NARROW[0]},{NARROW[1]}", url)
+    right, width = (re.search(rf'data-{name}="(\d+)"', narrow.stdout) for name in ("tables-right", "viewport-width"))
+    assert right and width and int(right.group(1)) <= int(width.group(1)), \
+        f"a table is {right and right.group(1)} px wide in a {width and width.group(1)} px window"
     console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not console_errors, console_errors
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
