@@ -164,9 +164,9 @@ def estimator_overhead(estimator: str, device: torch.device, probes: dict[tuple,
                        samples: int | None = None) -> Overhead:
     """What a training step and a gradient-statistics replica of ``estimator`` (``samples``,
     default its own; RODEO's network grows with their square) cost beyond the REINFORCE
-    lines at its f-evaluations, on its family's
-    toy at its two sizes (the step's fixed part and per-coordinate slope from the two; the
-    replica's per coordinate from the larger); no overhead where it does not run there.
+    lines at its f-evaluations, on its family's toy at its two sizes (the step's fixed part
+    and per-coordinate slope from the two; the replica's per coordinate from the larger);
+    no overhead where it does not run there.
     ``probes`` caches the toys' calibrations and sizes."""
     cls = ESTIMATORS[estimator]
     family = cls.family if cls.family in OVERHEAD_PROBES else "bernoulli"
@@ -433,6 +433,13 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
     instances: dict[tuple, Any] = {}
     counted: dict[tuple, float] = {}
 
+    def instance_of(cell: Cell) -> Any:
+        """The cell's problem at seed 0, built once per configuration."""
+        config = configuration(cell)
+        if config not in instances:
+            instances[config] = make_problem(cell.problem, cell.options, 0, device)
+        return instances[config]
+
     def evaluations_of(cell: Cell) -> float:
         """As the problem counts them (an estimator's class cannot know a node's size or a
         model's nesting); the class's count where the estimator cannot be built."""
@@ -441,10 +448,7 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
         key = (*configuration(cell), cell.estimator, json.dumps(cell.hyperparameters, sort_keys=True, default=str))
         if key not in counted:
             try:
-                config = configuration(cell)
-                if config not in instances:
-                    instances[config] = make_problem(cell.problem, cell.options, 0, device)
-                counted[key] = _problem_evaluations(instances[config], cell.variant_of or cell.estimator,
+                counted[key] = _problem_evaluations(instance_of(cell), cell.variant_of or cell.estimator,
                                                     cell.hyperparameters, device)
             except Exception:  # the cell itself will report what is wrong
                 counted[key] = evaluations(cell)
@@ -458,9 +462,7 @@ def estimate(cells: list[Cell], device: torch.device, measured: dict[str, float]
         config = configuration(cell)
         if config not in sizes:
             try:
-                if config not in instances:
-                    instances[config] = make_problem(cell.problem, cell.options, 0, device)
-                sizes[config] = coordinates(instances[config])
+                sizes[config] = coordinates(instance_of(cell))
             except Exception:  # the cell itself will report what is wrong
                 sizes[config] = 0.0
         return sizes[config]

@@ -168,17 +168,17 @@ def write_tables(numeric: pd.DataFrame, markdown: str, out: Path, formats: list[
 
 def _encoded(image: Image.Image, png_bytes: bytes | None = None) -> tuple[str, bytes]:
     """``(mime type, bytes)`` of ``image`` as lossless WebP where Pillow can write it (the
-    same pixels in about 18% fewer bytes than PNG, for 0.1 s per figure), else as PNG
-    (``png_bytes`` where the PNG is at hand)."""
+    same pixels in about 18% fewer bytes than PNG, for 0.1 s per figure; where the PNG is
+    at hand, ``png_bytes``, whichever is smaller), else as PNG."""
+    if features.check("webp"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="webp", lossless=True, method=2)
+        if png_bytes is None or buffer.tell() < len(png_bytes):
+            return "image/webp", buffer.getvalue()
     if png_bytes is None:
         buffer = io.BytesIO()
         image.save(buffer, format="png", optimize=True)
         png_bytes = buffer.getvalue()
-    if features.check("webp"):
-        buffer = io.BytesIO()
-        image.save(buffer, format="webp", lossless=True, method=2)
-        if buffer.tell() < len(png_bytes):
-            return "image/webp", buffer.getvalue()
     return "image/png", png_bytes
 
 
