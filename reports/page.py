@@ -40,7 +40,7 @@ table.board td.config { font-weight: 600; max-width: 16em; }
 table.board td.config .options { display: block; font-weight: 400; color: #666; font-size: 11px; }
 table.board td.config a { color: inherit; text-decoration: none; }
 table.board td.config a:hover { text-decoration: underline; }
-td.wrap { min-width: 14em; max-width: 22em; }
+td.wrap { min-width: 12em; max-width: 22em; }
 td.wrap .ci, td.text .ci { white-space: normal; }
 .best { font-weight: 700; }
 .tied { color: #333; }
@@ -54,6 +54,8 @@ td.wrap .ci, td.text .ci { white-space: normal; }
 .scroll { overflow-x: auto; }
 th { max-width: 9em; }
 .ci { display: block; color: #888; font-size: 10px; white-space: nowrap; }
+.ci.interval { white-space: normal; }
+.ci.interval span { display: inline-block; white-space: nowrap; }
 table.sortable th { cursor: pointer; }
 table.sortable th:after { content: " \\2195"; color: #aaa; font-size: 10px; }
 img { max-width: 100%; border: 1px solid #eee; margin-bottom: 1em; }
@@ -353,10 +355,16 @@ def _cell_html(text: str) -> str:
     """Escaped cell text; a trailing ``[low, high]`` interval and any further lines set
     small beneath the first."""
     first, *rest = text.split("\n")
+    interval = ""
     if first.endswith("]") and " [" in first:
-        first, interval = first.split(" [", 1)
-        rest.insert(0, "[" + interval)
-    return html.escape(first) + "".join(f"<span class='ci'>{html.escape(line)}</span>" for line in rest)
+        first, bounds = first.split(" [", 1)
+        low, comma, high = bounds.partition(", ")
+        if comma:  # the bounds stay whole; the line breaks between them only where the window is narrow
+            interval = (f"<span class='ci interval'><span>[{html.escape(low)},</span> "
+                        f"<span>{html.escape(high)}</span></span>")
+        else:
+            rest.insert(0, "[" + bounds)
+    return html.escape(first) + interval + "".join(f"<span class='ci'>{html.escape(line)}</span>" for line in rest)
 
 
 def index_html(results: Results, board_map: dict[str, Board], overall: pd.DataFrame,

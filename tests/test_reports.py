@@ -264,6 +264,19 @@ def test_a_configurations_options_go_beneath_its_name_on_the_leaderboard_and_wra
     assert len(lines) > 1 and all(len(line) <= TITLE_CHARACTERS for line in lines)
     assert " ".join(lines) == config
 
+def test_an_interval_is_set_beneath_its_mean_with_each_bound_kept_whole():
+    """Nowrap intervals such as [0.003091, 0.004013] set quick's tables 40 px wider than a
+    1280 px window; the two bounds may now go on two lines, but a bound is never split."""
+    from dgbench.reports.page import _cell_html
+
+    cell = _cell_html("0.5 [0.003091, 0.004013]")
+    assert cell.startswith("0.5<span class='ci interval'>")
+    assert re.findall(r"<span>([^<]*)</span>", cell) == ["[0.003091,", "0.004013]"]
+    assert _cell_html("-1 [-2, -0.5]\nsecond line").endswith("<span class='ci'>second line</span>")
+    assert _cell_html("1 [odd]") == "1<span class='ci'>[odd]</span>"  # no comma: one line as before
+    assert "&lt;" in _cell_html("1 [<a, b>]")
+
+
 
 def test_a_score_evaluated_once_is_drawn_as_ranked_intervals_not_one_point_per_line():
     """quick's data problems evaluate only at their last step: a line plot stacked every
