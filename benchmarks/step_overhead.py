@@ -41,13 +41,19 @@ def build_problem(problem_id: str, options: dict | None = None, seed: int = 0) -
     return make_problem(problem_id, options or {}, seed, torch.device("cpu"))
 
 
-def build_dgbench_step(problem_id: str, eid: str, options: dict | None = None, seed: int = 0) -> tuple[Step, torch.nn.Module]:
-    """The harness's training step of estimator ``eid`` on a fresh ``problem_id``."""
+def build_training(problem_id: str, eid: str, options: dict | None = None, seed: int = 0) -> tuple:
+    """What the harness trains ``eid`` on a fresh ``problem_id`` with: ``(problem,
+    estimators, optimizer, noise generator, data generator)``."""
     problem = build_problem(problem_id, options, seed)
     estimators = node_estimators(problem, ESTIMATORS[eid], {}, torch.device("cpu"))
     materialize(problem, estimators, torch.Generator().manual_seed(seed + 1))
     optimizer = make_optimizer("adam", list(problem.parameters()) + list(estimators.parameters()), 1e-4, torch.device("cpu"))
-    generator, data_generator = torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
+    return problem, estimators, optimizer, torch.Generator().manual_seed(seed + 2), torch.Generator().manual_seed(seed + 3)
+
+
+def build_dgbench_step(problem_id: str, eid: str, options: dict | None = None, seed: int = 0) -> tuple[Step, torch.nn.Module]:
+    """The harness's training step of estimator ``eid`` on a fresh ``problem_id``."""
+    problem, estimators, optimizer, generator, data_generator = build_training(problem_id, eid, options, seed)
 
     def step() -> None:
         train_step(problem, estimators, optimizer, generator, data_generator)

@@ -13,6 +13,11 @@ Seed-batched training (:mod:`dgbench.harness.seed_batching`) passes a
 :class:`MemberGenerators` instead of a generator: the logits then carry a leading member
 dim, and each member's slice of the noise is drawn from that member's own generator with
 the shape a single-seed run draws, so every member sees its own run's noise.
+
+Compiled training (:mod:`dgbench.harness.compiled`) passes a :class:`RecordingNoise` on
+its first step, which notes the draws' shapes, and a :class:`PreDrawnNoise` afterwards,
+which hands out noise drawn before the compiled graph runs, from the same generator in
+the same order: the graph holds no random op, and the noise is the eager run's.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) ->
     The clamp keeps ``log u`` and ``log(1 - u)`` finite, so logistic and Gumbel noise
     derived from ``u`` never produce infinities.
     """
-    if isinstance(generator, MemberGenerators):
+    if isinstance(generator, NoiseSource):
         return generator.uniform(shape, like)
     if not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -50,7 +55,50 @@ def gumbel(u: Tensor) -> Tensor:
     return -torch.log(-torch.log(u))
 
 
-class MemberGenerators:
+class NoiseSource:
+    """Something :func:`uniform` draws from instead of a ``torch.Generator``."""
+
+    def uniform(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class RecordingNoise(NoiseSource):
+    """Draws from ``source`` (a generator or another source) and notes each draw's shape,
+    dtype and device, in order (``draws``)."""
+
+    def __init__(self, source: torch.Generator | NoiseSource) -> None:
+        self.source, self.draws = source, []
+
+    def uniform(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        self.draws.append((tuple(shape), like.dtype, like.device))
+        return uniform(shape, self.source, like)
+
+
+class PreDrawnNoise(NoiseSource):
+    """Hands out ``tensors`` (drawn earlier by :func:`uniform`) in order, each checked
+    against the shape asked for."""
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        self.tensors, self.taken = tensors, 0
+
+    def uniform(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        if self.taken >= len(self.tensors):
+            raise ValueError(f"a noise draw of shape {tuple(shape)} beyond the {len(self.tensors)} drawn in advance")
+        u = self.tensors[self.taken]
+        if tuple(u.shape) != tuple(shape):
+            raise ValueError(f"noise drawn in advance has shape {tuple(u.shape)}; this draw asks for {tuple(shape)}")
+        self.taken += 1
+        return u
+
+
+def predraw(draws: list[tuple[tuple[int, ...], torch.dtype, torch.device]],
+            source: torch.Generator | NoiseSource) -> list[Tensor]:
+    """The noise of ``draws`` (as :class:`RecordingNoise` noted them) from ``source``, in
+    order: what the recorded calls of :func:`uniform` would have drawn."""
+    return [uniform(shape, source, torch.empty((), dtype=dtype, device=device)) for shape, dtype, device in draws]
+
+
+class MemberGenerators(NoiseSource):
     """The noise generators of the members of a seed-batched model, one per member.
 
     A draw of ``shape`` holds the member dim at ``axis`` (where the estimator's noise

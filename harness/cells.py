@@ -21,8 +21,8 @@ from torch import Tensor
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
 from dgbench.estimators.registry import ESTIMATORS
+from dgbench.harness import compiled, schedules
 from dgbench.harness import deferred as held_out
-from dgbench.harness import schedules
 from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory
 from dgbench.harness.enumeration import exact_objective_and_gradient
@@ -142,9 +142,9 @@ class SingleModel:
     """One training cell as a one-member model of :func:`dgbench.harness.training.train`:
     its problem (initialised from a seed that ignores the estimator), its estimators
     (learned baselines and other estimator state included: their parameters train with
-    the problem's) and one optimiser over both."""
-
-    extra_metrics: dict[str, float] = {}
+    the problem's) and one optimiser over both. With the protocol's ``compile``, the
+    estimate runs as a compiled graph (:mod:`dgbench.harness.compiled`; the ``compiled``
+    metric says whether it did)."""
 
     def __init__(self, cell: Cell, device: torch.device) -> None:
         s = cell.settings
@@ -160,11 +160,23 @@ class SingleModel:
         self.deterministic = cell.estimator_class.evals_per_sample is None
         self.minimize = self.problem.minimize
         self.evals_per_step = self.problem.evals_per_estimate(self.estimators)
+        self.loss = compiled.CompiledLoss(self.problem, self.estimators, device) if compiled.wanted(s) else None
+
+    @property
+    def extra_metrics(self) -> dict[str, float]:
+        return {} if self.loss is None else {"compiled": float(self.loss.compiled)}
+
+    @property
+    def note(self) -> str | None:
+        """Why a cell that asked to compile trained eagerly."""
+        if self.loss is None or self.loss.compiled:
+            return None
+        return f"trained eagerly, not compiled: {self.loss.reason}"
 
     def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         member = self.members[0]
         objective, losses, check = forward_backward(self.problem, self.estimators, self.optimizer, member.noise,
-                                                    member.data, loss_scale)
+                                                    member.data, loss_scale, self.loss)
         return objective.reshape(1), check.reshape(1), losses
 
     def member_problem(self, m: int) -> Problem:

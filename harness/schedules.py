@@ -32,6 +32,7 @@ PROTOCOL_DEFAULTS: dict[str, Any] = {
     "anneal_start": 1.0,      # the temperature before the first update
     "temperature_min": 0.0,
     "batch_loss": "mean",     # or "sum": differentiate the minibatch's summed loss (plain SGD's scale)
+    "compile": False,         # or true, or "auto": the estimate as one compiled graph (harness/compiled.py)
 }
 
 
@@ -85,6 +86,8 @@ def check(table: dict[str, Any], where: str) -> list[str]:
             errors.append(f"{where}.{key} must be >= 0, got {value}")
     if table.get("batch_loss", "mean") not in ("mean", "sum"):
         errors.append(f"{where}.batch_loss must be \"mean\" or \"sum\", got {table['batch_loss']!r}")
+    if not (isinstance(table.get("compile", False), bool) or table["compile"] == "auto"):
+        errors.append(f"{where}.compile must be true, false or \"auto\", got {table['compile']!r}")
     start = number("anneal_start")
     if start is not None and start <= 0:
         errors.append(f"{where}.anneal_start must be > 0, got {start}")

@@ -20,6 +20,7 @@ restored from the snapshot taken at that check.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -65,14 +66,16 @@ def _step_estimators(estimators: torch.nn.ModuleDict) -> dict[str, Tensor]:
 
 def forward_backward(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: torch.optim.Optimizer,
                      generator: torch.Generator, data_generator: torch.Generator,
-                     loss_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+                     loss_scale: float = 1.0, loss_fn: Callable[[torch.Generator], Tensor] | None = None,
+                     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """A training step up to (not including) the optimiser step: next minibatch, objective
     estimate, backward, the estimators' auxiliary gradients. Returns ``(objective,
     estimator_losses, check)`` as tensors; ``check`` is finite exactly when the objective
-    and every gradient are (:func:`finiteness_check`)."""
+    and every gradient are (:func:`finiteness_check`). ``loss_fn(generator)`` stands in for
+    ``problem.loss(estimators, generator)`` (a compiled one: ``benchmarks/compiled_step.py``)."""
     problem.next_batch(data_generator)
     optimizer.zero_grad(set_to_none=True)
-    loss = problem.loss(estimators, generator)
+    loss = problem.loss(estimators, generator) if loss_fn is None else loss_fn(generator)
     scaled = loss if loss_scale == 1.0 else loss * loss_scale
     (scaled if problem.minimize else -scaled).backward()
     estimator_losses = _step_estimators(estimators)
@@ -97,7 +100,8 @@ def finiteness_check(objective: Tensor, grads: list[Tensor]) -> Tensor:
 
 def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: torch.optim.Optimizer,
                generator: torch.Generator, data_generator: torch.Generator,
-               deferred: bool = False, loss_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor], bool | Tensor]:
+               deferred: bool = False, loss_scale: float = 1.0,
+               loss_fn: Callable[[torch.Generator], Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor], bool | Tensor]:
     """One whole training step of a single model: :func:`forward_backward`, then the
     optimiser step unless something is non-finite. Returns ``(objective, losses, finite)``:
     ``finite`` a bool, or with ``deferred`` a 0-dim bool tensor (the step is taken whatever
@@ -105,7 +109,7 @@ def train_step(problem: Problem, estimators: torch.nn.ModuleDict, optimizer: tor
     differentiated (the batch size: a summed rather than averaged minibatch loss). The
     speed benchmarks time exactly this."""
     objective, losses, check = forward_backward(problem, estimators, optimizer, generator, data_generator,
-                                                loss_scale)
+                                                loss_scale, loss_fn)
     finite = check.isfinite() if deferred else math.isfinite(check.item())
     if deferred or finite:
         optimizer.step()
@@ -360,6 +364,7 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
                             for m in members],
             })
     paused = end < s["steps"] and step == end
+    note = "; ".join(n for n in (note, getattr(model, "note", None)) if n) or None
     results = []
     for m, member in enumerate(members):
         metrics = {

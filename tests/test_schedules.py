@@ -57,6 +57,8 @@ def test_temperature_follows_the_gumbel_softmax_papers_schedule():
     ("anneal_every = 0", "anneal_every must be an integer >= 1"),
     ("anneal_rate = -1.0", "anneal_rate must be >= 0"),
     ("anneal_start = 0.0", "anneal_start must be > 0"),
+    ("compile = 1", 'compile must be true, false or "auto"'),
+    ('compile = "yes"', 'compile must be true, false or "auto"'),
 ])
 def test_suite_refuses_bad_protocol_keys(extra, message):
     with pytest.raises(SuiteError, match=message):
