@@ -32,6 +32,7 @@ import torch
 
 from benchmarks.step_overhead import Step, build_dgbench_step, build_training, interleaved_times
 from benchmarks.storchastic_side_by_side import ESTIMATORS as COMPARED
+from dgbench.errors import NotApplicable
 from dgbench.harness.compiled import CompiledLoss
 from dgbench.harness.training import train_step
 from dgbench.problems.data import DataUnavailable
@@ -88,7 +89,9 @@ def measure(problem_id: str, estimators: list[str], rounds: int) -> dict:
         try:
             row = measure_one(problem_id, eid, rounds, {"eval_examples": 1})
         except NotCompiled as err:
-            row = {"estimator": eid, "failed": str(err)}
+            row = {"estimator": eid, "failed": f"not compiled: {err}"}
+        except NotApplicable as err:
+            row = {"estimator": eid, "failed": f"not applicable: {err}"}
         rows.append(row)
         print(_line(row), file=sys.stderr, flush=True)
     return {"problem": problem_id, "threads": torch.get_num_threads(), "rounds": rounds,
@@ -97,7 +100,7 @@ def measure(problem_id: str, estimators: list[str], rounds: int) -> dict:
 
 def _line(row: dict) -> str:
     if "failed" in row:
-        return f"| {row['estimator']} | | | | | | not compiled: {row['failed']} |"
+        return f"| {row['estimator']} | | | | | | {row['failed']} |"
     payback = f"{row['payback_steps']:,.0f}" if row["payback_steps"] is not None else "never"
     return (f"| {row['estimator']} | {row['eager_ms']:.2f} | {row['compiled_ms']:.2f} | {row['ratio']:.2f} "
             f"| {row['compile_seconds']:.1f} | {payback} | {row['max_param_diff']:.1e} |")

@@ -17,9 +17,11 @@ same order, before the graph runs, and hands them in through a
 :class:`~dgbench.noise.PreDrawnNoise`. A compiled cell therefore sees the eager cell's noise
 and differs from it only in float rounding.
 
-An estimate that is not one graph (an estimator calling ``torch.autograd.grad`` inside it,
-RELAX's for one), or a machine without the compiler inductor needs, trains eagerly on the
-same noise. The cell's ``compiled`` metric says which happened (1 or 0), and
+Only stateless estimators are compiled (no parameters, no buffers: :func:`state_refusal`
+says why the others are not). An estimator with state of its own, an estimate that is not
+one graph (an estimator calling ``torch.autograd.grad`` inside it, MuProp's for one), or a
+machine without the compiler inductor needs: the cell trains eagerly on the same noise.
+The cell's ``compiled`` metric says which happened (1 or 0), and
 :attr:`CompiledLoss.reason` says why.
 """
 
@@ -59,6 +61,19 @@ def refusal(device: torch.device) -> str | None:
     return f"no compiled training on {device.type}"
 
 
+def state_refusal(estimators: torch.nn.ModuleDict) -> str | None:
+    """Why estimators with state of their own are not compiled, or None for stateless ones.
+
+    A compiled graph can read a buffer's value as a constant (REINFORCE-EMA's bias
+    correction ``1 - decay ** int(updates)`` then stops following its updates, silently), and
+    an auxiliary loss that leaves the graph (NVIL's baseline network) cannot be
+    differentiated after the main backward pass has freed the graph's saved tensors."""
+    state = [name for name, _ in estimators.named_parameters()] + [name for name, _ in estimators.named_buffers()]
+    if state:
+        return f"the estimator keeps state of its own ({', '.join(state[:3])}{', ...' if len(state) > 3 else ''})"
+    return None
+
+
 class CompiledLoss:
     """``problem.loss(estimators, generator)`` with the estimate compiled (module docstring);
     a drop-in ``loss_fn`` for :func:`dgbench.harness.training.forward_backward`."""
@@ -66,16 +81,21 @@ class CompiledLoss:
     def __init__(self, problem: Any, estimators: torch.nn.ModuleDict, device: torch.device) -> None:
         self.problem, self.estimators = problem, estimators
         self.draws: list | None = None
-        self.reason = refusal(device)
+        self.reason = refusal(device) or state_refusal(estimators)
         self.graph = None
         if self.reason is None:
-            import torch._dynamo
             import torch._inductor.config
 
-            torch._dynamo.reset()  # the lambda's code is shared by every cell of a process: compile this one afresh
             torch._inductor.config.compile_threads = 1  # no pool of compiling processes inside a worker
-            self.graph = torch.compile(lambda tensors: problem.loss(estimators, PreDrawnNoise(tensors)),
-                                       fullgraph=True)
+
+            def estimate(tensors: list[Tensor]) -> Tensor:
+                return problem.loss(estimators, PreDrawnNoise(tensors))
+
+            # dynamo keeps its compiled graphs, and its limit of 8 recompilations, per code
+            # object: each cell's function gets its own, so that the cells of a worker (or of a
+            # threaded Dask worker, at once) neither recompile nor evict one another's.
+            estimate.__code__ = estimate.__code__.replace()
+            self.graph = torch.compile(estimate, fullgraph=True)
 
     @property
     def compiled(self) -> bool:

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from dgbench.errors import NotApplicable
 from dgbench.estimators.base import Estimator
+from dgbench.harness import compiled, schedules
 from dgbench.harness import deferred as held_out
-from dgbench.harness import schedules
 from dgbench.harness.cells import _statistics, make_problem, node_estimators
 from dgbench.harness.checkpoints import Checkpoint
 from dgbench.harness.devices import peak_memory_mb, reset_peak_memory
@@ -108,6 +108,8 @@ def refusal(cell: Cell) -> str | None:
     """Why ``cell`` trains per seed rather than in a seed-batched group, or None."""
     if cell.kind != "train":
         return "gradient statistics are per seed"
+    if compiled.wanted(cell.settings):
+        return "its estimate is compiled ([training] compile), which seed-batched groups are not"
     problem = PROBLEMS[cell.problem]
     why = problem.seed_batching_refusal(cell.options)
     if why is None:

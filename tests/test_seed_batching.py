@@ -114,6 +114,9 @@ def test_refusals_name_the_problem_the_option_or_the_plugin():
     bound = Cell("train", "vae-bernoulli-digits", {"bound_samples": 2}, "reinforce", {}, 0, SETTINGS)
     assert "bound_samples=2" in refusal(bound)
     assert refusal(Cell("gradstats", "bernoulli-toy", {}, "reinforce", {}, 0, {"replicas": 10})) is not None
+    assert refusal(Cell("train", "bernoulli-toy", {}, "reinforce", {}, 0, SETTINGS)) is None
+    compiled = Cell("train", "bernoulli-toy", {}, "reinforce", {}, 0, {**SETTINGS, "compile": True})
+    assert "compiled" in refusal(compiled)  # a compiled cell trains per seed, compiled
 
     class Plugin(Estimator):
         id = "plugin-test"

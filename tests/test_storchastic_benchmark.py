@@ -51,7 +51,7 @@ def test_compiled_step_table_reports_payback_and_refusals():
     result = {"problem": "vae-bernoulli-linear", "threads": 1, "rounds": 5, "torch": "2.13.0", "agreement_steps": 20,
               "rows": [{"estimator": "reinforce", "eager_ms": 2.2, "compiled_ms": 1.9, "ratio": 1.9 / 2.2,
                         "compile_seconds": 3.0, "payback_steps": 10000.0, "max_param_diff": 1e-7},
-                       {"estimator": "relax", "failed": "not one graph: Unsupported: torch.autograd.grad"}]}
+                       {"estimator": "relax", "failed": "not compiled: not one graph: Unsupported: torch.autograd.grad"}]}
     text = compiled_step.table(result)
     assert "| reinforce | 2.20 | 1.90 | 0.86 | 3.0 | 10,000 | 1.0e-07 |" in text
     assert "| relax | | | | | | not compiled: not one graph: Unsupported: torch.autograd.grad |" in text
