@@ -133,3 +133,35 @@ def test_every_stateless_estimator_compiles_to_the_eager_trajectory_or_says_why_
     diff = max((p - q).abs().max().item() for p, q in zip(eager_problem.parameters(), fused_problem.parameters()))
     tolerance = 1e-9 if next(eager_problem.parameters()).dtype == torch.float64 else 2e-6
     assert diff < tolerance, f"compiled {eid} drifted from its eager trajectory by {diff:.2e}"
+
+
+def _standard_configurations() -> list[tuple[str, dict]]:
+    from dgbench.harness.suites import load_suite
+
+    out, seen = [], set()
+    for spec in load_suite("standard").problems:
+        if spec["id"] not in seen:
+            seen.add(spec["id"])
+            out.append((spec["id"], dict(spec.get("options", {}))))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(compiled.refusal(torch.device("cpu")) is not None, reason="this machine cannot compile")
+@pytest.mark.parametrize("problem_id,options", _standard_configurations())
+def test_every_problem_of_standard_compiles_to_its_eager_trajectory(problem_id, options):
+    """The problems' side of the same promise: each of standard's configurations trains
+    compiled (reinforce; pathwise on the Gaussian ones) to within rounding of eager."""
+    from benchmarks.compiled_step import build_compiled_step
+    from benchmarks.step_overhead import build_dgbench_step
+    from dgbench.problems.registry import PROBLEMS
+
+    eid = "pathwise" if PROBLEMS[problem_id].family == "gaussian" else "reinforce"
+    eager, eager_problem = build_dgbench_step(problem_id, eid, options)
+    fused, fused_problem = build_compiled_step(problem_id, eid, options)
+    for _ in range(6):
+        eager()
+        fused()
+    diff = max((p - q).abs().max().item() for p, q in zip(eager_problem.parameters(), fused_problem.parameters()))
+    tolerance = 1e-9 if next(eager_problem.parameters()).dtype == torch.float64 else 2e-6
+    assert diff < tolerance, f"compiled {problem_id} drifted from its eager trajectory by {diff:.2e}"
