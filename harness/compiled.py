@@ -5,9 +5,10 @@ steps).
 ``torch.compile`` (inductor) fuses the estimate's elementwise work and the autograd graph
 around it; the GEMMs, the backward pass's accumulation, the finiteness check and the fused
 Adam step are what they are eagerly. On the 784-200 Bernoulli VAE, one CPU thread, a step
-takes 0.80-0.89 of the eager one, after 0.5-7 s of compiling (``benchmarks/compiled_step.py``,
+takes 0.75-0.94 of the eager one, after 0.2-7 s of compiling (``benchmarks/compiled_step.py``,
 measurements in ``benchmarks/measurements/2026-12-07-main-job-and-step.md``): a compilation
-pays for itself only after thousands of steps, so dgbench does not compile by default.
+pays for itself only after hundreds to thousands of steps, so dgbench does not compile by
+default.
 
 A random op inside the graph would draw other noise than the eager step, so none is there.
 The first step runs eagerly through a :class:`~dgbench.noise.RecordingNoise`, which notes
