@@ -24,18 +24,16 @@ to pay back, and compiling needs a C++ compiler on the user's machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
 
-from benchmarks.step_overhead import Step, build_dgbench_step, build_training, interleaved_times
+from benchmarks.step_overhead import Step, build_dgbench_step, build_training, interleaved_times, print_measurement
 from benchmarks.storchastic_side_by_side import ESTIMATORS as COMPARED
 from dgbench.errors import NotApplicable
 from dgbench.harness.compiled import CompiledLoss
 from dgbench.harness.training import train_step
-from dgbench.problems.data import DataUnavailable
 
 AGREEMENT_STEPS = 20
 
@@ -126,16 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        result = measure(args.problem, args.estimators.split(","), args.rounds)
-    except DataUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return 0
+    return print_measurement(lambda: measure(args.problem, args.estimators.split(","), args.rounds), table, args.json)
 
 
 if __name__ == "__main__":

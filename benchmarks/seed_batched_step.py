@@ -16,18 +16,16 @@ device is synchronised at the ends of a round).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.step_overhead import interleaved_times
+from benchmarks.step_overhead import interleaved_times, print_measurement
 from dgbench.estimators.registry import ESTIMATORS
 from dgbench.harness.cells import make_optimizer, make_problem, materialize, node_estimators, train_step
 from dgbench.harness.seed_batching import group_step, member_axis, stack_problem
 from dgbench.noise import MemberGenerators
-from dgbench.problems.data import DataUnavailable
 
 ESTIMATOR_IDS = ("reinforce", "rloo", "disarm", "gumbel-softmax")
 OPTIONS = {"eval_examples": 1}
@@ -99,17 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        result = measure(args.problem, args.estimators.split(","), [int(m) for m in args.members.split(",")],
-                         args.rounds, torch.device(args.device))
-    except DataUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return 0
+    members = [int(m) for m in args.members.split(",")]
+    return print_measurement(lambda: measure(args.problem, args.estimators.split(","), members, args.rounds,
+                                             torch.device(args.device)), table, args.json)
 
 
 if __name__ == "__main__":

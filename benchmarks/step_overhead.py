@@ -185,14 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"no hand-written reference for {unknown}; known: {', '.join(reference_steps.ESTIMATOR_IDS)}")
     torch.set_num_threads(args.threads)
+    return print_measurement(lambda: measure(args.problem, args.estimators.split(","), args.rounds), table, args.json)
+
+
+def print_measurement(measure: Callable[[], dict], table: Callable[[dict], str], json_path: str | None) -> int:
+    """A benchmark script's ending: run ``measure``, print its ``table`` and write it to
+    ``json_path`` if given; exit status 2 (with the reason) where its data is missing."""
     try:
-        result = measure(args.problem, args.estimators.split(","), args.rounds)
+        result = measure()
     except DataUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
+    if json_path:
+        with open(json_path, "w") as fh:
             json.dump(result, fh, indent=2)
     return 0
 
