@@ -307,6 +307,12 @@ builtin = _BUILTINS.mark  # the class decorator of a built-in estimator; the reg
 builtins = _BUILTINS.classes
 
 
+def state_names(module: torch.nn.Module) -> list[str]:
+    """The parameters and buffers an estimator (or a dict of them) keeps of its own: what
+    rules out stacking its seeds and compiling its estimate."""
+    return [name for name, _ in module.named_parameters()] + [name for name, _ in module.named_buffers()]
+
+
 def score_function(node: Node, logits: Tensor, z: Tensor, signal: Tensor) -> Tensor:
     """Sample mean of ``signal * d log q(z) / d logits``.
 

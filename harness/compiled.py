@@ -34,10 +34,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dgbench.estimators.base import state_names
 from dgbench.noise import PreDrawnNoise, RecordingNoise, predraw
 
 AUTO_STEPS = 20_000  # "auto" compiles cells of at least this many steps
-VALUES = (False, True, "auto")
 
 
 def wanted(settings: dict[str, Any]) -> bool:
@@ -69,7 +69,7 @@ def state_refusal(estimators: torch.nn.ModuleDict) -> str | None:
     correction ``1 - decay ** int(updates)`` then stops following its updates, silently), and
     an auxiliary loss that leaves the graph (NVIL's baseline network) cannot be
     differentiated after the main backward pass has freed the graph's saved tensors."""
-    state = [name for name, _ in estimators.named_parameters()] + [name for name, _ in estimators.named_buffers()]
+    state = state_names(estimators)
     if state:
         return f"the estimator keeps state of its own ({', '.join(state[:3])}{', ...' if len(state) > 3 else ''})"
     return None

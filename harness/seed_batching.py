@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from dgbench.errors import NotApplicable
-from dgbench.estimators.base import Estimator
+from dgbench.estimators.base import Estimator, state_names
 from dgbench.harness import compiled, schedules
 from dgbench.harness import deferred as held_out
 from dgbench.harness.cells import _statistics, make_problem, node_estimators
@@ -98,7 +98,7 @@ def estimator_refusal(cls: type[Estimator], family: str, hyperparameters: dict[s
     if declared is None and not cls.__module__.startswith("dgbench.estimators."):
         return f"{cls.id} is a plugin that does not declare seed_batching = True"
     instance = cls(family, **hyperparameters)
-    state = [name for name, _ in instance.named_parameters()] + [name for name, _ in instance.named_buffers()]
+    state = state_names(instance)
     if state:
         return f"{cls.id} keeps per-seed state ({', '.join(state)})"
     return None
@@ -318,6 +318,7 @@ class StackedModel:
         self.minimize = self.shell.minimize
         self.evals_per_step = self.members[0].problem.evals_per_estimate(self.single_estimators)
         self.extra_metrics = {"seed_batch_members": float(len(cells))}
+        self.note = None
 
     def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         objective, checks = group_step(self.shell, self.estimators, self.optimizer, self.noise, self.problems,

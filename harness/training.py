@@ -224,6 +224,7 @@ class Model(Protocol):
     minimize: bool
     evals_per_step: float
     extra_metrics: dict[str, float]
+    note: str | None  # said in each member's result where nothing else is (why a compiled cell trained eagerly)
 
     def step(self, loss_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Forward and backward (no optimiser step): objectives ``(M,)``, checks ``(M,)``
@@ -364,7 +365,7 @@ def train(model: Model, s: dict[str, Any], device: torch.device, checkpoint: Che
                             for m in members],
             })
     paused = end < s["steps"] and step == end
-    note = "; ".join(n for n in (note, getattr(model, "note", None)) if n) or None
+    note = "; ".join(n for n in (note, model.note) if n) or None
     results = []
     for m, member in enumerate(members):
         metrics = {

@@ -88,14 +88,9 @@ def test_compiled_cells_train_as_eager_ones_and_the_others_fall_back_and_say_why
 
 def _stateless(family: str) -> list[str]:
     from dgbench.estimators import ESTIMATORS
+    from dgbench.estimators.base import state_names
 
-    out = []
-    for eid, cls in ESTIMATORS.items():
-        if cls.supports(family):
-            instance = cls(family)
-            if not list(instance.parameters()) and not list(instance.buffers()):
-                out.append(eid)
-    return out
+    return [eid for eid, cls in ESTIMATORS.items() if cls.supports(family) and not state_names(cls(family))]
 
 
 PROBLEM_OF = {"bernoulli": ("vae-bernoulli-tiny", {"latents": 4, "batch_size": 8, "eval_examples": 1}),
